@@ -17,7 +17,12 @@ if platform.python_implementation() == "CPython":
         Extension(
             "ampcore._ampcore",
             sources=["ampcore/_ampcore.c", "ampcore/codec.c"],
-            depends=["ampcore/codec.h"],
+            depends=[
+                "ampcore/codec.h",
+                "ampcore/state.h",
+                "ampcore/reader.h",
+                "ampcore/protocol.h",
+            ],
             extra_compile_args=extra_compile_args,
         )
     )

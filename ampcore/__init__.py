@@ -7,6 +7,13 @@ The wire codec:
 - L{parse}C{(data) -> list}: what C{twisted.protocols.amp.parseString} gives.
 - L{BoxParser}: an incremental parser; C{feed(data)} returns complete boxes.
 
+The drop-in protocol classes, with their hot paths in C:
+
+- L{BoxDispatcher}, L{BinaryBoxProtocol}, L{AMP}: subclasses of Twisted's
+  classes of the same names, used the same way.
+- L{install}() puts them into C{twisted.protocols.amp} (call it before
+  anything subclasses C{amp.AMP}); L{uninstall}() puts Twisted's back.
+
 With C{AMPCORE_PUREPYTHON=1} in the environment, on an interpreter other
 than CPython, or when the C extension cannot be imported, the same names are
 backed by stock Twisted; L{HAS_C_EXTENSION} says which is in use.
@@ -18,11 +25,17 @@ import platform
 from ampcore._errors import KeyTooLongError
 
 __all__ = [
+    "AMP",
+    "BinaryBoxProtocol",
+    "BoxDispatcher",
     "HAS_C_EXTENSION",
     "BoxParser",
     "KeyTooLongError",
     "parse",
+    "install",
+    "installed",
     "serialize",
+    "uninstall",
 ]
 
 __version__ = "0.1.0"
@@ -47,5 +60,42 @@ if _c is not None:
     serialize = _c.serialize
     parse = _c.parse
     BoxParser = _c.BoxParser
+    from ampcore._protocol import AMP, BinaryBoxProtocol, BoxDispatcher
 else:
+    from twisted.protocols.amp import AMP, BinaryBoxProtocol, BoxDispatcher
+
     from ampcore._fallback import BoxParser, parse, serialize
+
+_PATCHED = ("BoxDispatcher", "BinaryBoxProtocol", "AMP")
+
+
+def install():
+    """
+    Make C{twisted.protocols.amp} use ampcore's classes.
+
+    Call it once, before anything subclasses C{amp.AMP}: classes created
+    earlier keep Twisted's classes as their bases (amp-spec §5.4).  Without
+    the C extension this does nothing.  Returns L{HAS_C_EXTENSION}.
+    """
+    if HAS_C_EXTENSION:
+        from twisted.protocols import amp
+
+        for name in _PATCHED:
+            setattr(amp, name, globals()[name])
+    return HAS_C_EXTENSION
+
+
+def uninstall():
+    """Put Twisted's own classes back into C{twisted.protocols.amp}."""
+    if HAS_C_EXTENSION:
+        from twisted.protocols import amp
+
+        for name in _PATCHED:
+            setattr(amp, name, globals()[name]._ampcoreStock)
+
+
+def installed():
+    """Whether C{twisted.protocols.amp.AMP} is ampcore's."""
+    from twisted.protocols import amp
+
+    return HAS_C_EXTENSION and amp.AMP is AMP

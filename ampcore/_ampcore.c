@@ -9,245 +9,10 @@
 #include <Python.h>
 
 #include "codec.h"
+#include "state.h"
+#include "reader.h"
 
 #define UNUSED(x) (void)(x)
-
-/* ==== module state ====================================================== */
-
-typedef struct {
-    PyTypeObject *AmpBox;          /* twisted.protocols.amp.AmpBox */
-    PyObject *TooLong;             /* twisted.protocols.amp.TooLong */
-    PyObject *KeyTooLongError;     /* ampcore._errors.KeyTooLongError */
-    PyTypeObject *BoxParserType;
-    PyObject *empty_tuple;
-    PyObject *empty_bytes;
-    PyObject *str_items;
-    PyObject *str_join;
-    PyObject *str_lengthLimitExceeded;
-} module_state;
-
-static struct PyModuleDef ampcore_module;
-
-static inline module_state *
-get_state(PyObject *module)
-{
-    return (module_state *)PyModule_GetState(module);
-}
-
-static inline module_state *
-state_from_type(PyTypeObject *type)
-{
-    PyObject *module = PyType_GetModuleByDef(type, &ampcore_module);
-    return module ? get_state(module) : NULL;
-}
-
-/* ==== box reader ========================================================
- *
- * Incremental box assembly over the scanner: feed it chunks, it hands each
- * complete box to a callback.  Bytes of the box being assembled are kept in
- * `pending` (so any split point works and a caller can read what is not yet
- * part of a delivered box); nothing else is buffered, so memory is bounded by
- * the box being assembled.  Whole boxes inside one chunk are never copied.
- */
-
-#define KEY_CACHE_SIZE 16   /* power of two */
-
-typedef struct {
-    amp_scanner scanner;
-    amp_buf pending;             /* raw bytes from the current box's start */
-    size_t resume;               /* scan offset inside `pending` */
-    PyObject *box;               /* box being assembled, or NULL */
-    PyObject *key;               /* key waiting for its value, or NULL */
-    Py_ssize_t bad_key_length;   /* -1, or the over-long key prefix seen */
-    /* Keys repeat from box to box (_ask, _command, argument names): reuse
-       the bytes objects, which also keeps their hashes cached. */
-    PyObject *keys[KEY_CACHE_SIZE];
-} box_reader;
-
-/* Called with each complete box (a new reference it must consume or not:
-   the reader drops its own reference after the call).  Returns 0 to go on,
-   1 to stop after this box, -1 with an exception set. */
-typedef int (*box_sink)(void *ctx, PyObject *box);
-
-static void
-reader_init(box_reader *r)
-{
-    amp_scanner_init(&r->scanner);
-    amp_buf_init(&r->pending);
-    r->resume = 0;
-    r->box = NULL;
-    r->key = NULL;
-    r->bad_key_length = -1;
-    memset(r->keys, 0, sizeof(r->keys));
-}
-
-static void
-reader_clear(box_reader *r)
-{
-    int i;
-    Py_CLEAR(r->box);
-    Py_CLEAR(r->key);
-    for (i = 0; i < KEY_CACHE_SIZE; i++) {
-        Py_CLEAR(r->keys[i]);
-    }
-    amp_buf_free(&r->pending);
-}
-
-static PyObject *
-reader_key(box_reader *r, const unsigned char *p, size_t n)
-{
-    size_t slot = (n * 31u + p[0] * 7u + p[n - 1]) & (KEY_CACHE_SIZE - 1);
-    PyObject *key = r->keys[slot];
-    if (key != NULL && (size_t)PyBytes_GET_SIZE(key) == n
-        && memcmp(PyBytes_AS_STRING(key), p, n) == 0) {
-        Py_INCREF(key);
-        return key;
-    }
-    key = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-    if (key == NULL) {
-        return NULL;
-    }
-    Py_INCREF(key);
-    Py_XSETREF(r->keys[slot], key);
-    return key;
-}
-
-static PyObject *
-new_box(module_state *st)
-{
-    /* AmpBox.__init__ only coerces the keys it is given; an empty box needs
-       nothing from it, so dict's tp_new alone makes a complete AmpBox. */
-    return st->AmpBox->tp_new(st->AmpBox, st->empty_tuple, NULL);
-}
-
-/*
- * Scan buf[*off:len] and deliver boxes.  *box_start tracks where the box
- * being assembled began.  Returns 0 when the bytes ran out, 1 when the sink
- * asked to stop, 2 on an over-long key prefix (r->bad_key_length set), -1 on
- * error.
- */
-static int
-reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
-            size_t len, size_t *off, size_t *box_start, box_sink sink,
-            void *ctx)
-{
-    amp_string s;
-    amp_event ev;
-    PyObject *value, *box;
-    size_t before;
-    int rc;
-
-    for (;;) {
-        before = *off;
-        switch (ev = amp_scan(&r->scanner, buf, len, off, &s)) {
-        case AMP_NEED_MORE:
-            return 0;
-        case AMP_KEY_TOO_LONG:
-            r->bad_key_length = (Py_ssize_t)s.len;
-            return 2;
-        case AMP_KEY:
-            if (r->box == NULL && (r->box = new_box(st)) == NULL) {
-                goto unscan;
-            }
-            r->key = reader_key(r, s.data, s.len);
-            if (r->key == NULL) {
-                goto unscan;
-            }
-            break;
-        case AMP_VALUE:
-            value = PyBytes_FromStringAndSize((const char *)s.data,
-                                              (Py_ssize_t)s.len);
-            if (value == NULL) {
-                goto unscan;
-            }
-            /* A repeated key keeps the last value, as stock does. */
-            rc = PyDict_SetItem(r->box, r->key, value);
-            Py_DECREF(value);
-            if (rc < 0) {
-                goto unscan;
-            }
-            Py_CLEAR(r->key);
-            break;
-        case AMP_BOX_END:
-            /* An empty box is still a box (amp-spec §1.3 P5). */
-            if (r->box == NULL && (r->box = new_box(st)) == NULL) {
-                goto unscan;
-            }
-            *box_start = *off;
-            /* The sink may run user code that feeds this reader again:
-               it must find the box slot empty. */
-            box = r->box;
-            r->box = NULL;
-            rc = sink(ctx, box);
-            Py_DECREF(box);
-            if (rc != 0) {
-                return rc;
-            }
-            break;
-        }
-    }
-unscan:
-    /* Building the string's object failed (memory): give the string back to
-       the stream, so a later feed retries it and the state stays whole. */
-    *off = before;
-    r->scanner.want_value = (ev == AMP_VALUE);
-    return -1;
-}
-
-/*
- * Feed a chunk.  Returns what reader_scan returned.  Whatever happens, the
- * bytes of the unfinished box (and after a stop, everything after the last
- * delivered box) stay in `pending`.
- */
-static int
-reader_feed(box_reader *r, module_state *st, const unsigned char *data,
-            size_t len, box_sink sink, void *ctx)
-{
-    size_t off, box_start = 0;
-    int rc;
-
-    if (r->bad_key_length >= 0) {
-        /* Nothing after a bad prefix is ever read again: drop it, so a peer
-           cannot grow our memory while the connection closes. */
-        return 2;
-    }
-    if (r->pending.len == 0) {
-        /* Common case: scan the caller's bytes in place. */
-        off = 0;
-        rc = reader_scan(r, st, data, len, &off, &box_start, sink, ctx);
-        if (amp_buf_append(&r->pending, data + box_start, len - box_start) < 0) {
-            if (rc >= 0) {
-                PyErr_NoMemory();
-            }
-            return -1;
-        }
-        r->resume = off - box_start;
-        return rc;
-    }
-    if (amp_buf_append(&r->pending, data, len) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    off = r->resume;
-    rc = reader_scan(r, st, r->pending.data, r->pending.len, &off, &box_start,
-                     sink, ctx);
-    r->resume = off - box_start;
-    amp_buf_consume(&r->pending, box_start);
-    return rc;
-}
-
-static PyObject *
-reader_unprocessed(box_reader *r)
-{
-    return PyBytes_FromStringAndSize((const char *)r->pending.data,
-                                     (Py_ssize_t)r->pending.len);
-}
-
-static int
-sink_append(void *list, PyObject *box)
-{
-    return PyList_Append((PyObject *)list, box);
-}
 
 /* ==== serialize ========================================================= */
 
@@ -693,6 +458,8 @@ static PyType_Spec BoxParser_spec = {
     .slots = BoxParser_slots,
 };
 
+#include "protocol.h"
+
 /* ==== module ============================================================ */
 
 static PyMethodDef ampcore_methods[] = {
@@ -701,85 +468,32 @@ static PyMethodDef ampcore_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
-static PyObject *
-import_attr(const char *module_name, const char *attr)
-{
-    PyObject *module = PyImport_ImportModule(module_name);
-    PyObject *value;
-    if (module == NULL) {
-        return NULL;
-    }
-    value = PyObject_GetAttrString(module, attr);
-    Py_DECREF(module);
-    return value;
-}
-
 static int
 ampcore_exec(PyObject *module)
 {
     module_state *st = get_state(module);
-
-    st->AmpBox = (PyTypeObject *)import_attr("twisted.protocols.amp", "AmpBox");
-    if (st->AmpBox == NULL) {
-        return -1;
-    }
-    if (!PyType_Check(st->AmpBox)
-        || !PyType_IsSubtype(st->AmpBox, &PyDict_Type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "twisted.protocols.amp.AmpBox is not a dict subclass");
-        return -1;
-    }
-    st->TooLong = import_attr("twisted.protocols.amp", "TooLong");
-    if (st->TooLong == NULL) {
-        return -1;
-    }
-    st->KeyTooLongError = import_attr("ampcore._errors", "KeyTooLongError");
-    if (st->KeyTooLongError == NULL) {
-        return -1;
-    }
-    if ((st->empty_tuple = PyTuple_New(0)) == NULL
-        || (st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)) == NULL
-        || (st->str_items = PyUnicode_InternFromString("items")) == NULL
-        || (st->str_join = PyUnicode_InternFromString("join")) == NULL
-        || (st->str_lengthLimitExceeded =
-                PyUnicode_InternFromString("lengthLimitExceeded")) == NULL) {
+    if (state_init(st) < 0) {
         return -1;
     }
     st->BoxParserType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &BoxParser_spec, NULL);
-    if (st->BoxParserType == NULL) {
+    if (st->BoxParserType == NULL
+        || PyModule_AddType(module, st->BoxParserType) < 0) {
         return -1;
     }
-    if (PyModule_AddType(module, st->BoxParserType) < 0) {
-        return -1;
-    }
-    return 0;
+    return protocol_types_init(module, st);
 }
 
 static int
 ampcore_traverse(PyObject *module, visitproc visit, void *arg)
 {
-    module_state *st = get_state(module);
-    Py_VISIT(st->AmpBox);
-    Py_VISIT(st->TooLong);
-    Py_VISIT(st->KeyTooLongError);
-    Py_VISIT(st->BoxParserType);
-    return 0;
+    return state_traverse(get_state(module), visit, arg);
 }
 
 static int
 ampcore_clear(PyObject *module)
 {
-    module_state *st = get_state(module);
-    Py_CLEAR(st->AmpBox);
-    Py_CLEAR(st->TooLong);
-    Py_CLEAR(st->KeyTooLongError);
-    Py_CLEAR(st->BoxParserType);
-    Py_CLEAR(st->empty_tuple);
-    Py_CLEAR(st->empty_bytes);
-    Py_CLEAR(st->str_items);
-    Py_CLEAR(st->str_join);
-    Py_CLEAR(st->str_lengthLimitExceeded);
+    state_clear(get_state(module));
     return 0;
 }
 
