@@ -18,6 +18,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import ampcore  # noqa: E402
+import pytest  # noqa: E402
 
 settings.register_profile(
     "ampcore",
@@ -34,3 +35,27 @@ def pytest_report_header(config):
         f"ampcore: {impl} ({ampcore.__file__}); "
         f"AMPCORE_PUREPYTHON={os.environ.get('AMPCORE_PUREPYTHON', '')!r}"
     ]
+
+
+_STOCK_NAMES = ("AmpBox", "BinaryBoxProtocol", "BoxDispatcher", "AMP", "parseString", "TooLong")
+
+
+def _stockTwisted():
+    from twisted.protocols import amp
+
+    return {name: getattr(amp, name) for name in _STOCK_NAMES}
+
+
+_STOCK_AT_IMPORT = _stockTwisted()
+
+
+@pytest.fixture(autouse=True)
+def _oracle_is_stock_twisted():
+    """
+    The oracle must be Twisted's own code: nothing may have swapped
+    ampcore's classes into twisted.protocols.amp (ampcore.install()).
+    """
+    for name, obj in _stockTwisted().items():
+        assert obj is _STOCK_AT_IMPORT[name], f"twisted.protocols.amp.{name} was replaced"
+        assert getattr(obj, "__module__", None) == "twisted.protocols.amp", (name, obj)
+    yield

@@ -4,10 +4,10 @@ fallback too, where they are merely cheap).
 
 Every operation, success and error paths alike, is run in a loop; then:
 
-- on a debug build (sys.gettotalrefcount), the interpreter-wide reference
-  total must not grow;
-- otherwise tracemalloc (which sees every Python object allocation) must
-  not show growth past a small bound after a warmup;
+- the count of live pymalloc blocks (sys.getallocatedblocks) and, on a
+  debug build, the interpreter-wide reference total (sys.gettotalrefcount)
+  must not grow past a small bound after a warmup;
+- nor must tracemalloc's traced total, which also sees large objects;
 - the parser's own byte buffer is plain malloc, invisible to tracemalloc,
   so parsers holding a large partial box are created and dropped many times
   while the process's resident size is watched;
@@ -120,37 +120,48 @@ def exercise():
         pass
 
 
+def _growth(measure, iterations, body):
+    gc.collect()
+    before = measure()
+    for _ in range(iterations):
+        body()
+    gc.collect()
+    return measure() - before
+
+
 def test_no_leaks():
+    """
+    Every path, 10000 times: the reference total (debug builds) or the
+    count of live small-object blocks (any build) must not grow; a leak of
+    one object per iteration would be thousands.
+    """
     for _ in range(300):
         exercise()
-    gc.collect()
     if hasattr(sys, "gettotalrefcount"):
-        before = sys.gettotalrefcount()
-        for _ in range(5000):
-            exercise()
-        gc.collect()
-        growth = sys.gettotalrefcount() - before
-        assert growth < 500, f"reference total grew by {growth} over 5000 iterations"
-        return
+        growth = _growth(sys.gettotalrefcount, 10000, exercise)
+        assert growth < 500, f"reference total grew by {growth}"
+    growth = _growth(sys.getallocatedblocks, 10000, exercise)
+    assert growth < 500, f"allocated blocks grew by {growth}"
+
+
+def test_no_leaks_tracemalloc():
+    """
+    Every path again under tracemalloc, which also sees large objects (a
+    leaked 64 KB value, say); one leaked object per iteration would be at
+    least 16 KB.
+    """
     tracemalloc.start()
     try:
-        for _ in range(200):
+        for _ in range(100):
             exercise()
-        gc.collect()
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(5000):
-            exercise()
-        gc.collect()
-        after, _ = tracemalloc.get_traced_memory()
+        growth = _growth(lambda: tracemalloc.get_traced_memory()[0], 500, exercise)
     finally:
         tracemalloc.stop()
-    growth = after - before
-    # One leaked small object per iteration would be >= 160 KB here.
-    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes over 5000 iterations"
+    assert growth < 8 * 1024, f"traced memory grew by {growth} bytes"
 
 
 def test_no_leaks_simple_ops_many_iterations():
-    """The cheapest operations, 20000 times each, under tracemalloc."""
+    """The cheapest operations, 20000 times each."""
     data = ampcore.serialize(SMALL)
     bad = b"\x01\x00"
 
@@ -171,17 +182,8 @@ def test_no_leaks_simple_ops_many_iterations():
 
     for _ in range(1000):
         once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(20000):
-            once()
-        gc.collect()
-        after, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert after - before < 64 * 1024, after - before
+    growth = _growth(sys.getallocatedblocks, 20000, once)
+    assert growth < 500, f"allocated blocks grew by {growth}"
 
 
 def _rss():
