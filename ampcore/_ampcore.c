@@ -68,10 +68,16 @@ serialize_general(module_state *st, PyObject *box)
     }
     for (i = 0; i < n; i++) {
         pair = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_ValueError,
-                            "box items must be (key, value) pairs");
-            goto done;
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            /* Anything but a pair: unpack it as stock's `for k, v in`
+               does, errors included, with the interpreter's own code. */
+            t = PyObject_CallOneArg(st->unpack_pair, pair);
+            if (t == NULL) {
+                goto done;
+            }
+            PyList_SET_ITEM(items, i, t);
+            Py_DECREF(pair);
+            pair = t;
         }
         k = PyTuple_GET_ITEM(pair, 0);
         v = PyTuple_GET_ITEM(pair, 1);
@@ -368,18 +374,21 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
         PyBuffer_Release(&view);
         return NULL;
     }
+    /* Held through the lengthLimitExceeded call too: a callback that fed
+       us again would only be told again, without end. */
     self->feeding = 1;
     rc = reader_feed(&self->reader, st, (const unsigned char *)view.buf,
                      (size_t)view.len, sink_append, boxes);
-    self->feeding = 0;
     PyBuffer_Release(&view);
     if (rc == -1) {
+        self->feeding = 0;
         Py_DECREF(boxes);
         return NULL;
     }
     if (rc == 2) {
         PyObject *length = PyLong_FromSsize_t(self->reader.bad_key_length);
         if (length == NULL) {
+            self->feeding = 0;
             Py_DECREF(boxes);
             return NULL;
         }
@@ -387,11 +396,13 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
                                       st->str_lengthLimitExceeded, length);
         Py_DECREF(length);
         if (r == NULL) {
+            self->feeding = 0;
             Py_DECREF(boxes);
             return NULL;
         }
         Py_DECREF(r);
     }
+    self->feeding = 0;
     return boxes;
 }
 
@@ -468,11 +479,37 @@ static PyMethodDef ampcore_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* `def unpack(item): k, v = item; return k, v`, compiled once: the odd
+   items() of a box subclass then fail exactly as under stock. */
+static int
+unpack_pair_init(module_state *st)
+{
+    PyObject *globals = PyDict_New(), *r;
+    if (globals == NULL) {
+        return -1;
+    }
+    if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        Py_DECREF(globals);
+        return -1;
+    }
+    r = PyRun_String("def unpack(item):\n    k, v = item\n    return k, v\n",
+                     Py_file_input, globals, globals);
+    if (r == NULL) {
+        Py_DECREF(globals);
+        return -1;
+    }
+    Py_DECREF(r);
+    st->unpack_pair = PyDict_GetItemString(globals, "unpack");
+    Py_XINCREF(st->unpack_pair);
+    Py_DECREF(globals);
+    return st->unpack_pair == NULL ? -1 : 0;
+}
+
 static int
 ampcore_exec(PyObject *module)
 {
     module_state *st = get_state(module);
-    if (state_init(st) < 0) {
+    if (state_init(st) < 0 || unpack_pair_init(st) < 0) {
         return -1;
     }
     st->BoxParserType = (PyTypeObject *)PyType_FromModuleAndSpec(

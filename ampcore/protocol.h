@@ -298,11 +298,37 @@ static PyType_Spec Core_spec = {
 #define DEFINING_STATE(cls) ((module_state *)PyType_GetModuleState(cls))
 
 static PyObject *
-Dispatcher_nextTag(CoreObject *self, PyObject *unused)
+Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
+                   Py_ssize_t nargs, PyObject *kwnames)
 {
+    module_state *st = DEFINING_STATE(cls);
     char tag[2 * sizeof(self->counter) + 1];
     int n;
-    UNUSED(unused);
+    UNUSED(args);
+    if (nargs != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "_nextTag() takes no arguments");
+        return NULL;
+    }
+    if (_PyType_Lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
+        /* A subclass set _counter as a class attribute: count from it as
+           stock's `self._counter += 1` does. */
+        PyObject *one = PyLong_FromLong(1), *v, *next;
+        if (one == NULL) {
+            return NULL;
+        }
+        v = PyObject_GetAttr((PyObject *)self, st->str__counter);
+        next = v ? PyNumber_InPlaceAdd(v, one) : NULL;
+        Py_XDECREF(v);
+        Py_DECREF(one);
+        if (next == NULL
+            || PyObject_SetAttr((PyObject *)self, st->str__counter, next) < 0) {
+            Py_XDECREF(next);
+            return NULL;
+        }
+        v = PyNumber_Remainder(st->b_HEX_FORMAT, next);
+        Py_DECREF(next);
+        return v;
+    }
     /* Lowercase hex, no prefix, from 1 (amp-spec §2.2 D2). */
     self->counter++;
     n = snprintf(tag, sizeof(tag), "%llx", self->counter);
@@ -1109,8 +1135,8 @@ Dispatcher_set_counter(CoreObject *self, PyObject *value, void *closure)
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS, doc}
 
 static PyMethodDef Dispatcher_methods[] = {
-    {"_nextTag", (PyCFunction)Dispatcher_nextTag, METH_NOARGS,
-     "Return the next tag for an _ask key: lowercase hex bytes from 1."},
+    METHOD("_nextTag", Dispatcher_nextTag,
+           "Return the next tag for an _ask key: lowercase hex bytes from 1."),
     METHOD("_sendBoxCommand", Dispatcher_sendBoxCommand,
            "_sendBoxCommand(command, box, requiresAnswer=True)"),
     METHOD("callRemoteString", Dispatcher_callRemoteString,
@@ -1231,27 +1257,25 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
         }
         Py_RETURN_NONE;
     }
+    if ((t = attr_true(me, st->str_paused)) != 0) {
+        /* Paused (or failed to tell): stock frames nothing while paused,
+           not even the first string (amp-spec §1.3 P10).  Keep the bytes
+           for resumeProducing's dataReceived(b""). */
+        rc = t < 0 ? 0 : amp_buf_append(&self->reader.pending, view.buf,
+                                        (size_t)view.len);
+        PyBuffer_Release(&view);
+        if (t < 0) {
+            return NULL;
+        }
+        if (rc < 0) {
+            return PyErr_NoMemory();
+        }
+        Py_RETURN_NONE;
+    }
     rc = reader_feed(&self->reader, st, view.buf, (size_t)view.len,
                      protocol_sink, &ctx);
     PyBuffer_Release(&view);
     for (;;) {
-        if (rc == -1) {
-            return NULL;
-        }
-        if (rc == 2) {
-            /* amp-spec §1.3 P3: stock calls this on every later chunk too. */
-            PyObject *length = PyLong_FromSsize_t(self->reader.bad_key_length);
-            if (length == NULL) {
-                return NULL;
-            }
-            r = call1(me, st->str_lengthLimitExceeded, length);
-            Py_DECREF(length);
-            if (r == NULL) {
-                return NULL;
-            }
-            Py_DECREF(r);
-            Py_RETURN_NONE;
-        }
         if (self->recvd_set != NULL) {
             /* A callback switched protocols: what it left in recvd replaces
                the rest of the buffer (amp-spec §1.7 SW1). */
@@ -1259,9 +1283,9 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
             self->recvd_set = NULL;
             reader_reset(&self->reader);
             amp_buf_consume(&self->queued, self->queued.len);
-            if (!PyObject_CheckBuffer(data)) {
+            if (rc == -1 || !PyObject_CheckBuffer(data)) {
                 Py_DECREF(data);
-                Py_RETURN_NONE;
+                break;
             }
             if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
                 Py_DECREF(data);
@@ -1273,17 +1297,24 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
             Py_DECREF(data);
             continue;
         }
-        if (self->queued.len == 0) {
+        if (self->queued.len == 0 || rc == 2) {
+            /* After an over-long key nothing more is read: drop the rest. */
+            amp_buf_consume(&self->queued, self->queued.len);
             break;
         }
-        /* Bytes a callback fed us re-entrantly: parse them after ours. */
+        /* Bytes a callback fed us re-entrantly come after everything the
+           outer call had: parse them now, or keep them in order behind the
+           buffered rest when parsing stopped (pause, error). */
         {
             amp_buf q = self->queued;
             amp_buf_init(&self->queued);
-            if (rc == 1) {
-                rc = amp_buf_append(&self->reader.pending, q.data, q.len);
+            if (rc != 0) {
+                int mem = amp_buf_append(&self->reader.pending, q.data, q.len);
                 amp_buf_free(&q);
-                if (rc < 0) {
+                if (mem < 0) {
+                    if (rc == -1) {
+                        break;
+                    }
                     return PyErr_NoMemory();
                 }
                 break;
@@ -1292,6 +1323,22 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
                              &ctx);
             amp_buf_free(&q);
         }
+    }
+    if (rc == -1) {
+        return NULL;
+    }
+    if (rc == 2) {
+        /* amp-spec §1.3 P3: stock calls this on every later chunk too. */
+        PyObject *length = PyLong_FromSsize_t(self->reader.bad_key_length);
+        if (length == NULL) {
+            return NULL;
+        }
+        r = call1(me, st->str_lengthLimitExceeded, length);
+        Py_DECREF(length);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
     }
     Py_RETURN_NONE;
 }
@@ -1366,7 +1413,7 @@ static PyObject *
 Protocol_get_recvd(CoreObject *self, void *closure)
 {
     UNUSED(closure);
-    return reader_unprocessed(&self->reader);
+    return reader_unconsumed(&self->reader);
 }
 
 /* self.recvd = x inside a callback hands the rest of the buffer over (and
@@ -1407,8 +1454,9 @@ static PyMethodDef Protocol_methods[] = {
 
 static PyGetSetDef Protocol_getset[] = {
     {"recvd", (getter)Protocol_get_recvd, (setter)Protocol_set_recvd,
-     "Bytes received and not yet part of a delivered box; inside a box "
-     "callback, the bytes after that box.", NULL},
+     "Bytes received and not yet parsed, as stock's: inside a box "
+     "callback, the bytes after that box; between calls, the bytes after "
+     "the last complete key or value.", NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
@@ -1440,6 +1488,15 @@ protocol_types_init(PyObject *module, module_state *st)
     if (st->DispatcherCoreType == NULL) {
         return -1;
     }
+    st->counter_descr = PyDict_GetItemWithError(st->DispatcherCoreType->tp_dict,
+                                                st->str__counter);
+    if (st->counter_descr == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError, "DispatcherCore has no _counter");
+        }
+        return -1;
+    }
+    Py_INCREF(st->counter_descr);
     st->ProtocolCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &Protocol_spec, (PyObject *)st->CoreType);
     if (st->ProtocolCoreType == NULL) {

@@ -213,6 +213,23 @@ reader_feed(box_reader *r, module_state *st, const unsigned char *data,
     return rc;
 }
 
+static PyObject *reader_unprocessed(box_reader *r);
+
+/* The bytes after the last complete string (key, value or terminator):
+   what stock's `recvd` holds between calls and inside callbacks. */
+static PyObject *
+reader_unconsumed(box_reader *r)
+{
+    if (r->scanning) {
+        return reader_unprocessed(r);
+    }
+    if (r->pending.len == r->resume) {
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    return PyBytes_FromStringAndSize((const char *)r->pending.data + r->resume,
+                                     (Py_ssize_t)(r->pending.len - r->resume));
+}
+
 /* Forget everything buffered and start at a box boundary. */
 static void
 reader_reset(box_reader *r)

@@ -37,14 +37,15 @@
     X(innerProtocol) X(dataReceived) X(_justStartedTLS) X(paused)       \
     X(errorCode) X(description) X(fatal) X(failure) X(err) X(_log)      \
     X(stringReceived) X(recvd) X(fromCoroutine)                         \
-    X(value) X(check)
+    X(value) X(check) X(_counter)
 
 /* Wire constants (amp-spec §1.1): field b_NAME holds b"VALUE". */
 #define AMPCORE_BYTES(X)                                                \
     X(ASK, "_ask") X(ANSWER, "_answer") X(COMMAND, "_command")          \
     X(ERROR, "_error") X(ERROR_CODE, "_error_code")                     \
     X(ERROR_DESCRIPTION, "_error_description")                          \
-    X(UNKNOWN_ERROR_CODE, "UNKNOWN") X(UNKNOWN_DESCRIPTION, "Unknown Error")
+    X(UNKNOWN_ERROR_CODE, "UNKNOWN") X(UNKNOWN_DESCRIPTION, "Unknown Error") \
+    X(HEX_FORMAT, "%x")
 
 typedef struct {
     PyTypeObject *AmpBox;          /* AmpBoxObj, as a type */
@@ -58,6 +59,8 @@ typedef struct {
     PyObject *stock_int16_dataReceived;
     PyObject *stock_serialize;     /* AmpBox.serialize */
     PyObject *stock_sendTo;        /* AmpBox._sendTo */
+    PyObject *counter_descr;       /* DispatcherCore's _counter getset */
+    PyObject *unpack_pair;         /* k, v = item, as a function */
     PyObject *empty_tuple;
     PyObject *empty_bytes;
     PyObject *str_utf8;
@@ -167,6 +170,8 @@ state_traverse(module_state *st, visitproc visit, void *arg)
     Py_VISIT(st->stock_int16_dataReceived);
     Py_VISIT(st->stock_serialize);
     Py_VISIT(st->stock_sendTo);
+    Py_VISIT(st->counter_descr);
+    Py_VISIT(st->unpack_pair);
 #define X(field, module, name) Py_VISIT(st->field);
     AMPCORE_IMPORTS(X)
 #undef X
@@ -187,6 +192,8 @@ state_clear(module_state *st)
     Py_CLEAR(st->stock_int16_dataReceived);
     Py_CLEAR(st->stock_serialize);
     Py_CLEAR(st->stock_sendTo);
+    Py_CLEAR(st->counter_descr);
+    Py_CLEAR(st->unpack_pair);
     Py_CLEAR(st->empty_tuple);
     Py_CLEAR(st->empty_bytes);
     Py_CLEAR(st->str_utf8);
