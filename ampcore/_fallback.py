@@ -49,31 +49,31 @@ class BoxParser:
         self._boxes = []
         self._protocol = amp.BinaryBoxProtocol(_Receiver(self))
         self._protocol.makeConnection(self._protocol.boxReceiver)
-        self._unprocessed = b""
+        # Bytes since the last complete box; offsets below are into it.
+        self._received = b""
+        self._streamOffset = 0  # where _received starts in the stream
+        self._consumed = 0  # what stock has framed as strings so far
+        self._boxEnd = 0  # where the last complete box ended
         self._badLength = None
         self._badOffset = None
-        # Count what stock consumes, string by string, to know where the
-        # last complete box ended.
-        consumed = [0]
+        self._feeding = False
         protocol = self._protocol
         stringReceived = protocol.stringReceived
 
         def countingStringReceived(string):
-            consumed[0] += 2 + len(string)
+            self._consumed += 2 + len(string)
             before = len(self._boxes)
             stringReceived(string)
             if len(self._boxes) != before:
-                self._unprocessed = self._unprocessed[consumed[0]:]
-                consumed[0] = 0
+                self._boxEnd = self._consumed
 
         def lengthLimitExceeded(length):
             self._badLength = length
-            self._badOffset = consumed[0]
+            self._badOffset = self._streamOffset + self._consumed
             amp.BinaryBoxProtocol.lengthLimitExceeded(protocol, length)
 
         protocol.stringReceived = countingStringReceived
         protocol.lengthLimitExceeded = lengthLimitExceeded
-        self._consumed = consumed
 
     @property
     def keyLengthLimitExceeded(self):
@@ -81,19 +81,33 @@ class BoxParser:
 
     @property
     def unprocessed(self):
-        return self._unprocessed
+        return self._received[self._boxEnd :]
 
     def feed(self, data):
-        data = bytes(memoryview(data))
-        if self.keyLengthLimitExceeded:
-            self.lengthLimitExceeded(self._badLength)
-            return []
-        self._unprocessed += data
-        self._protocol.dataReceived(data)
-        boxes, self._boxes = self._boxes, []
-        if self.keyLengthLimitExceeded:
-            self.lengthLimitExceeded(self._badLength)
-        return boxes
+        with memoryview(data) as view:
+            if not view.c_contiguous:
+                raise BufferError("memoryview: underlying buffer is not C-contiguous")
+            data = view.tobytes()
+        if self._feeding:
+            raise RuntimeError("BoxParser.feed() re-entered")
+        self._feeding = True
+        try:
+            if self.keyLengthLimitExceeded:
+                self.lengthLimitExceeded(self._badLength)
+                return []
+            self._received += data
+            self._protocol.dataReceived(data)
+            boxes, self._boxes = self._boxes, []
+            if self.keyLengthLimitExceeded:
+                self.lengthLimitExceeded(self._badLength)
+            else:
+                self._received = self._received[self._boxEnd :]
+                self._streamOffset += self._boxEnd
+                self._consumed -= self._boxEnd
+                self._boxEnd = 0
+            return boxes
+        finally:
+            self._feeding = False
 
     def lengthLimitExceeded(self, length):
         """Called when a key length prefix above 255 arrives."""

@@ -11,6 +11,7 @@ deliberately not, so the tests exercise the installed ampcore.
 import os
 import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,12 +19,18 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import ampcore  # noqa: E402
-import pytest  # noqa: E402
 
 settings.register_profile(
     "ampcore",
     deadline=None,
     max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# Under AddressSanitizer everything is several times slower: fewer examples.
+settings.register_profile(
+    "sanitizer",
+    deadline=None,
+    max_examples=15,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("AMPCORE_HYPOTHESIS_PROFILE", "ampcore"))

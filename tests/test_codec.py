@@ -10,7 +10,6 @@ oracle helpers live in C{_oracle.py}; amp-spec section numbers refer to
 
 import array
 import gc
-import os
 import types
 
 import pytest
@@ -37,7 +36,6 @@ from _oracle import (
     standardChunkings,
     streams,
     wireBox,
-    wireString,
 )
 
 BIG_KEY = b"k" * 255
@@ -453,6 +451,25 @@ class StrSub(str):
     pass
 
 
+class LyingLength(bytes):
+    """A value whose len() is not its byte count."""
+
+    def __len__(self):
+        return 2
+
+
+class ReverseOrdered(bytes):
+    """Keys that sort backwards."""
+
+    def __lt__(self, other):
+        return bytes(self) > bytes(other)
+
+    def __gt__(self, other):
+        return bytes(self) < bytes(other)
+
+    __hash__ = bytes.__hash__
+
+
 class MappingLike:
     def __init__(self, pairs):
         self._pairs = pairs
@@ -503,6 +520,8 @@ SERIALIZE_CASES = {
     "two memoryview keys": {memoryview(b"k1"): b"v", memoryview(b"k2"): b"w"},
     "bytes subclass key and value": {BytesSub(b"a"): BytesSub(b"b"), b"c": b"d"},
     "str subclass key": {StrSub("a"): b"x"},
+    "value with lying __len__": {b"a": LyingLength(b"12345"), b"b": b""},
+    "keys with their own ordering": {ReverseOrdered(b"a"): b"1", ReverseOrdered(b"b"): b"2"},
     "str subclass value": {b"a": StrSub("x")},
     "empty key": {b"": b"v"},
     "empty key and others": {b"": b"", b"a": b"b"},
