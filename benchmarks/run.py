@@ -1,10 +1,10 @@
 """
-Benchmark runner for ampcore: stock Twisted AMP codec vs ampcore, same run.
+Benchmark runner for ampcore: stock Twisted AMP vs ampcore, same run.
 
 Usage (from the repository root)::
 
-    python benchmarks/run.py              # full run (~30 s on 2 cores)
-    python benchmarks/run.py --quick      # CI smoke run (a few seconds)
+    python benchmarks/run.py              # full run (~75 s on 2 cores)
+    python benchmarks/run.py --quick      # CI smoke run (~15 s)
     python benchmarks/run.py --json out.json
     python benchmarks/run.py --case parse # only cases whose name contains "parse"
     python benchmarks/run.py --list       # list cases and exit
@@ -39,15 +39,37 @@ For each case the runner:
     speed-ups of the interleaved (stock, ampcore) repeat pairs is shown as a
     noise indicator.
 
+Cases timed outside this process (the TCP loopback case, whose reactor
+can run only once per process) have a C{timeRepeat} instead: each repeat is
+one short child process per side, still interleaved, that times its own
+calls; there is no calibration, and the child checks every answer.
+
 Targets are reported (PASS / below target) but never gate: the exit status
 is 0 unless a check failed (1) or the command line is wrong (2).
+
+Cases
+=====
+
+ - codec: C{parse-*}, C{big-*} (stock C{BinaryBoxProtocol.dataReceived} or
+   C{amp.parseString} vs C{ampcore.BoxParser} / C{ampcore.parse}) and
+   C{serialize} (C{AmpBox.serialize} vs C{ampcore.serialize});
+ - whole conversations (L{roundtrip}): the same client and server classes
+   built on C{twisted.protocols.amp.AMP} and on C{ampcore.AMP}, joined in
+   memory without a reactor (C{call-*}: C{callRemote(Sum)}, C{string-*}:
+   C{callRemoteString} to an C{amp_ECHO} responder; C{*-seq} one call at a
+   time, C{*-pipe} 100 calls issued then answered), and over TCP on
+   127.0.0.1 with the reactor (C{tcp-loopback}).
 
 Adding a case
 =============
 
-Write a function returning a list of L{Case} objects and add it to
-L{CASE_BUILDERS}.  The callables must do the whole unit of work on each
-call (e.g. build a fresh parser) and return something the check can compare.
+Write a function C{builder(quick=False)} returning a list of L{Case}
+objects and add it to L{CASE_BUILDERS}; C{quick} is true under C{--quick}
+(only cases with a fixed amount of work per repeat need it).  The callables
+must do the whole unit of work on each call (e.g. build a fresh parser) and
+return something the check can compare.  Workloads bigger than one function
+(protocols, transports, child processes) go in their own module, as the
+round trips do in L{roundtrip}.
 """
 
 import argparse
@@ -67,6 +89,7 @@ import twisted
 from twisted.protocols import amp
 
 import ampcore
+import roundtrip
 
 # ---------------------------------------------------------------------------
 # Case definition and checks
@@ -104,6 +127,15 @@ class Case:
     """Speed-up the issue asks for, or None."""
 
     itemUnit: str = "boxes"
+
+    showItemTime: bool = False
+    """Report the median time per item (e.g. per round trip) instead of
+    bytes/s."""
+
+    timeRepeat: Optional[Callable[[str], float]] = None
+    """For a case timed outside this process: C{timeRepeat(side)}, with
+    C{side} C{"stock"} or C{"ampcore"}, does one repeat and returns its
+    seconds per call.  Such a case is not calibrated."""
 
 
 def _describe(value, limit=120):
@@ -271,7 +303,7 @@ PARSE_TARGET = 30.0
 SERIALIZE_TARGET = 10.0
 
 
-def parseCases():
+def parseCases(quick=False):
     boxes = [recordBox(i, BOX_SIZE) for i in range(STREAM_BOXES)]
     stream = b"".join(box.serialize() for box in boxes)
     assert len(stream) == STREAM_BOXES * BOX_SIZE
@@ -314,7 +346,7 @@ def parseCases():
     ]
 
 
-def bigValueCases():
+def bigValueCases(quick=False):
     box = amp.AmpBox()
     box[b"_ask"] = b"1"
     box[b"_command"] = b"Upload"
@@ -345,7 +377,7 @@ def bigValueCases():
     ]
 
 
-def serializeCases():
+def serializeCases(quick=False):
     boxes = [answerBox(i, SERIALIZE_SIZE) for i in range(SERIALIZE_BOXES)]
     # Independent of both implementations: AMP's framing, keys in sorted
     # order as AmpBox.serialize emits them.
@@ -374,15 +406,114 @@ def serializeCases():
     ]
 
 
-CASE_BUILDERS = [parseCases, bigValueCases, serializeCases]
-"""Functions returning lists of L{Case}s, in report order.  Add new groups
-(e.g. full AMP protocol round trips) here."""
+CALLREMOTE_TARGET = 1.5
+CALLSTRING_TARGET = 3.0
+TCP_CALLS = 6000  # timed calls per TCP repeat (--quick: TCP_CALLS_QUICK)
+TCP_CALLS_QUICK = 1500
+TCP_WARMUP = 200  # calls answered before the clock starts
+TCP_CHECK_CALLS = 60  # calls whose answers the TCP check compares
+TCP_TIMEOUT = 60.0  # seconds a TCP child may run
 
 
-def buildCases():
+def memoryRoundTripCases(quick=False):
+    """callRemote / callRemoteString round trips between two AMP peers in
+    memory (no reactor), one at a time and pipelined."""
+    stock = roundtrip.MemoryRoundTrips(amp.AMP)
+    core = roundtrip.MemoryRoundTrips(ampcore.AMP)
+    n = roundtrip.BATCH
+    work = roundtrip.MEMORY_WORKLOADS
+    sums = roundtrip.expectedSums()
+
+    def case(name, workload, check, target=None):
+        method = work[name]
+        return Case(
+            name=name,
+            workload=workload,
+            items=n,
+            nbytes=stock.wireBytes(method),
+            stock=getattr(stock, method),
+            ampcore=getattr(core, method),
+            check=check,
+            target=target,
+            itemUnit="calls",
+            showItemTime=True,
+        )
+
+    return [
+        case(
+            "call-seq",
+            "%d x callRemote(Sum: 3 args), one at a time" % (n,),
+            checkSame(sums),
+            CALLREMOTE_TARGET,
+        ),
+        case(
+            "call-pipe",
+            "%d x callRemote(Sum), pipelined" % (n,),
+            checkSame(sums),
+        ),
+        case(
+            "string-seq",
+            "%d x callRemoteString(ECHO), one at a time" % (n,),
+            roundtrip.checkEchoes,
+            CALLSTRING_TARGET,
+        ),
+        case(
+            "string-pipe",
+            "%d x callRemoteString(ECHO), pipelined" % (n,),
+            roundtrip.checkEchoes,
+        ),
+    ]
+
+
+def tcpCases(quick=False):
+    """The classic AMP benchmark over TCP on 127.0.0.1, one child process
+    per repeat and side."""
+    calls = TCP_CALLS_QUICK if quick else TCP_CALLS
+
+    def checkRun(side):
+        report = roundtrip.runTCPChild(
+            side, TCP_CHECK_CALLS, warmup=0, check=True, timeout=TCP_TIMEOUT
+        )
+        return report["results"]
+
+    def timeRepeat(side):
+        report = roundtrip.runTCPChild(
+            side, calls, warmup=TCP_WARMUP, timeout=TCP_TIMEOUT
+        )
+        return report["seconds"]
+
+    return [
+        Case(
+            name="tcp-loopback",
+            workload="%d x callRemote(600 B String, Int, 10 Floats), "
+            "%d in flight" % (calls, roundtrip.OUTSTANDING),
+            items=calls,
+            nbytes=sum(roundtrip.measureWireBytes(i) for i in range(calls)),
+            stock=lambda: checkRun("stock"),
+            ampcore=lambda: checkRun("ampcore"),
+            check=checkSame(roundtrip.expectedTCPResults(TCP_CHECK_CALLS)),
+            itemUnit="calls",
+            showItemTime=True,
+            timeRepeat=timeRepeat,
+        )
+    ]
+
+
+CASE_BUILDERS = [
+    parseCases,
+    bigValueCases,
+    serializeCases,
+    memoryRoundTripCases,
+    tcpCases,
+]
+"""Functions C{builder(quick=False)} returning lists of L{Case}s, in report
+order."""
+
+
+def buildCases(quick=False):
     cases = []
     for builder in CASE_BUILDERS:
-        cases.extend(builder())
+        cases.extend(builder(quick=quick))
     names = [case.name for case in cases]
     assert len(names) == len(set(names)), "duplicate case names"
     return cases
@@ -475,6 +606,7 @@ class Result:
                     "seconds_per_call": self.stockTimes,
                     "median_seconds_per_call": self.stockMedian,
                     "items_per_second": case.items / self.stockMedian,
+                    "median_seconds_per_item": self.stockMedian / case.items,
                     "mb_per_second": case.nbytes / self.stockMedian / 1e6,
                 },
                 "ampcore": {
@@ -482,6 +614,7 @@ class Result:
                     "seconds_per_call": self.ampcoreTimes,
                     "median_seconds_per_call": self.ampcoreMedian,
                     "items_per_second": case.items / self.ampcoreMedian,
+                    "median_seconds_per_item": self.ampcoreMedian / case.items,
                     "mb_per_second": case.nbytes / self.ampcoreMedian / 1e6,
                 },
                 "speedup": self.speedup,
@@ -505,6 +638,9 @@ def runCase(case, repeat, minTime, log):
         return result
     del stockResult, ampcoreResult
 
+    if case.timeRepeat is not None:
+        return timeOutside(case, result, repeat, log)
+
     result.stockNumber = calibrate(case.stock, minTime)
     result.ampcoreNumber = calibrate(case.ampcore, minTime)
     log(
@@ -523,6 +659,22 @@ def runCase(case, repeat, minTime, log):
     return result
 
 
+def timeOutside(case, result, repeat, log):
+    """Time a case whose repeats run outside this process, interleaved as in
+    L{runCase}."""
+    result.stockNumber = result.ampcoreNumber = 1
+    log("%-14s timing: %d repeats x 1 run per side" % (case.name, repeat))
+    sides = [("stock", result.stockTimes), ("ampcore", result.ampcoreTimes)]
+    try:
+        for i in range(repeat):
+            for side, times in sides if i % 2 == 0 else sides[::-1]:
+                times.append(case.timeRepeat(side))
+    except Exception as e:
+        result.error = "%s: %s" % (type(e).__name__, e)
+        log("%-14s FAILED: %s" % (case.name, result.error))
+    return result
+
+
 # ---------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------
@@ -537,7 +689,7 @@ def si(value):
 
 def header(args):
     lines = [
-        "ampcore benchmark: stock Twisted AMP codec vs ampcore",
+        "ampcore benchmark: stock Twisted AMP vs ampcore (codec and round trips)",
         "  Python      %s (%s) on %s, %s CPUs"
         % (
             platform.python_version(),
@@ -584,14 +736,11 @@ def table(results):
         unit = case.itemUnit
         cells = [case.name, case.workload]
         for median in (r.stockMedian, r.ampcoreMedian):
-            cells.append(
-                "%s%s/s %sB/s"
-                % (
-                    si(case.items / median),
-                    unit,
-                    si(case.nbytes / median),
-                )
-            )
+            if case.showItemTime:
+                second = "%.1f us" % (median / case.items * 1e6,)
+            else:
+                second = "%sB/s" % (si(case.nbytes / median),)
+            cells.append("%s%s/s %s" % (si(case.items / median), unit, second))
         pairs = r.pairSpeedups
         cells.append("%.1fx" % (r.speedup,))
         cells.append("%.1f-%.1fx" % (min(pairs), max(pairs)))
@@ -622,8 +771,13 @@ FOOTNOTE = """\
 Throughput = boxes (or bytes, MB = 10^6 B) per call / median seconds per call.
 speed-up = median stock time / median ampcore time (ampcore/stock throughput);
 "pairs min-max" is the range of the speed-ups of the interleaved repeat pairs.
-Stock: BinaryBoxProtocol.dataReceived, amp.parseString, AmpBox.serialize;
-ampcore: BoxParser.feed, ampcore.parse, ampcore.serialize.
+Codec cases: stock BinaryBoxProtocol.dataReceived, amp.parseString,
+AmpBox.serialize; ampcore BoxParser.feed, ampcore.parse, ampcore.serialize.
+Round-trip cases (calls/s, us = median microseconds per call): client and
+server classes built on amp.AMP (stock) or ampcore.AMP; call-*/string-* in
+memory without a reactor (*-seq: each call answered before the next, *-pipe:
+100 calls issued, then answered); tcp-loopback: both peers in one child
+process per repeat on one reactor, 127.0.0.1, timed after a warm-up.
 Targets are reported, not enforced."""
 
 
@@ -634,7 +788,7 @@ Targets are reported, not enforced."""
 
 def parseArgs(argv):
     parser = argparse.ArgumentParser(
-        description="Benchmark stock Twisted AMP codec against ampcore."
+        description="Benchmark stock Twisted AMP against ampcore."
     )
     parser.add_argument(
         "--quick",
@@ -674,7 +828,7 @@ def parseArgs(argv):
 def main(argv=None):
     args = parseArgs(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    cases = buildCases()
+    cases = buildCases(quick=args.quick)
     if args.list:
         for case in cases:
             target = "" if case.target is None else "  (target >= %gx)" % case.target
