@@ -38,7 +38,17 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 def unaddress(text):
     """Object addresses differ between runs: blank them out."""
-    return _ADDRESS.sub("0xADDR", text)
+    return _ADDRESS.sub("0xADDR", _FRAME_LINE.sub("", text))
+
+
+# Lines of a Failure's brief traceback ("path:line:function"), which
+# RemoteAmpError puts into its message when it carries a local failure.
+# They name the frames the failure saw, and where ampcore's C code stands in
+# for Twisted's Python functions there are fewer of them (older Twisted
+# records the stack above the catching frame too), so they are dropped; the
+# exception type and message around them are compared.
+_FRAME_LINE = re.compile(r"^[^\n:]+\.py:\d+:\w+\n|^--- <exception caught here> ---\n",
+                         re.MULTILINE)
 
 
 # Exception attributes worth comparing besides type, str() and args.
@@ -129,12 +139,20 @@ class LogRecorder:
 
     def __call__(self, event):
         fmt = event.get("log_format") or ""
-        failure = event.get("log_failure")
+        failure = event.get("log_failure") or event.get("failure")
         level = event.get("log_level")
+        if failure is None:
+            text = unaddress(formatEvent(event))
+        else:
+            # Not the formatted text: for legacy log.err events (Twisted
+            # < 24.7) it holds the traceback, whose frames differ where
+            # ampcore's C code stands in for Twisted's Python code.  The
+            # message and the failure itself are compared.
+            text = event.get("why") or fmt
         entry = (
             level.name if isinstance(level, type(LogLevel.info)) else repr(level),
             event.get("log_namespace"),
-            unaddress(formatEvent(event)),
+            text,
             None if failure is None else norm(failure),
         )
         if event.get("log_namespace") == "twisted.internet.defer":

@@ -61,7 +61,15 @@ def test_twisted_test_amp_in_distributed_trial_workers(tmp_path):
     marker = tmp_path / "installed-pids"
     env["AMPCORE_INSTALL_MARKER"] = str(marker)
     result = subprocess.run(
-        [sys.executable, "-m", "twisted.trial", "-j2", "twisted.test.test_amp"],
+        # Not `-m twisted.trial`: Twisted 22.8's __main__ goes through
+        # pkg_resources entry points, which fail to resolve in a venv.
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.trial import run; run()",
+            "-j2",
+            "twisted.test.test_amp",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
