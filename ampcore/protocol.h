@@ -897,16 +897,12 @@ emit_plain_answer(module_state *st, PyObject *self, PyObject *box,
 static int
 unhandled_command(module_state *st, PyObject *cmd, PyObject **deferred)
 {
-    /* dispatchCommand's answer to a missing responder (amp-spec §2.2 D11). */
-    PyObject *unhandled_cls, *inner, *local, *desc, *exc, *kw;
+    /* dispatchCommand's answer to a missing responder (amp-spec §2.2 D11):
+       fail(RemoteAmpError(b"UNHANDLED", "Unhandled Command: %r" % cmd,
+       False, local=Failure(UnhandledCommand()))). */
+    PyObject *inner, *local, *desc, *args, *kw, *exc;
     *deferred = NULL;
-    if ((unhandled_cls = PyObject_GetAttrString(st->amp_module,
-                                                "UnhandledCommand")) == NULL) {
-        return -1;
-    }
-    inner = PyObject_CallNoArgs(unhandled_cls);
-    Py_DECREF(unhandled_cls);
-    if (inner == NULL) {
+    if ((inner = PyObject_CallNoArgs(st->UnhandledCommand)) == NULL) {
         return -1;
     }
     local = PyObject_CallOneArg(st->Failure, inner);
@@ -914,35 +910,23 @@ unhandled_command(module_state *st, PyObject *cmd, PyObject **deferred)
     if (local == NULL) {
         return -1;
     }
-    desc = PyUnicode_FromFormat("Unhandled Command: %R", cmd);
-    if (desc == NULL) {
-        Py_DECREF(local);
-        return -1;
-    }
-    kw = Py_BuildValue("{sO}", "local", local);
-    Py_DECREF(local);
+    kw = Py_BuildValue("{sN}", "local", local);
     if (kw == NULL) {
-        Py_DECREF(desc);
         return -1;
     }
-    {
-        PyObject *code = PyBytes_FromString("UNHANDLED"), *args;
-        if (code == NULL) {
-            Py_DECREF(desc);
-            Py_DECREF(kw);
-            return -1;
-        }
-        args = PyTuple_Pack(3, code, desc, Py_False);
-        Py_DECREF(code);
-        Py_DECREF(desc);
-        if (args == NULL) {
-            Py_DECREF(kw);
-            return -1;
-        }
-        exc = PyObject_Call(st->RemoteAmpError, args, kw);
-        Py_DECREF(args);
+    if ((desc = PyUnicode_FromFormat("Unhandled Command: %R", cmd)) == NULL) {
         Py_DECREF(kw);
+        return -1;
     }
+    args = PyTuple_Pack(3, st->b_UNHANDLED_ERROR_CODE, desc, Py_False);
+    Py_DECREF(desc);
+    if (args == NULL) {
+        Py_DECREF(kw);
+        return -1;
+    }
+    exc = PyObject_Call(st->RemoteAmpError, args, kw);
+    Py_DECREF(args);
+    Py_DECREF(kw);
     if (exc == NULL) {
         return -1;
     }

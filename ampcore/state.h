@@ -11,6 +11,7 @@
     X(TooLong, "twisted.protocols.amp", "TooLong")                      \
     X(NoEmptyBoxes, "twisted.protocols.amp", "NoEmptyBoxes")            \
     X(RemoteAmpError, "twisted.protocols.amp", "RemoteAmpError")        \
+    X(UnhandledCommand, "twisted.protocols.amp", "UnhandledCommand")    \
     X(ProtocolSwitched, "twisted.protocols.amp", "ProtocolSwitched")    \
     X(PROTOCOL_ERRORS, "twisted.protocols.amp", "PROTOCOL_ERRORS")      \
     X(stock_dispatchCommand_owner, "twisted.protocols.amp", "BoxDispatcher") \
@@ -45,7 +46,7 @@
     X(ERROR, "_error") X(ERROR_CODE, "_error_code")                     \
     X(ERROR_DESCRIPTION, "_error_description")                          \
     X(UNKNOWN_ERROR_CODE, "UNKNOWN") X(UNKNOWN_DESCRIPTION, "Unknown Error") \
-    X(HEX_FORMAT, "%x")
+    X(UNHANDLED_ERROR_CODE, "UNHANDLED") X(HEX_FORMAT, "%x")
 
 typedef struct {
     PyTypeObject *AmpBox;          /* AmpBoxObj, as a type */
