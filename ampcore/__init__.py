@@ -16,7 +16,8 @@ The drop-in protocol classes, with their hot paths in C:
 
 With C{AMPCORE_PUREPYTHON=1} in the environment, on an interpreter other
 than CPython, or when the C extension cannot be imported, the same names are
-backed by stock Twisted; L{HAS_C_EXTENSION} says which is in use.
+backed by stock Twisted; L{HAS_C_EXTENSION} says which is in use and
+L{FALLBACK_REASON} why the C extension is not.
 """
 
 import os
@@ -28,6 +29,7 @@ __all__ = [
     "AMP",
     "BinaryBoxProtocol",
     "BoxDispatcher",
+    "FALLBACK_REASON",
     "HAS_C_EXTENSION",
     "BoxParser",
     "KeyTooLongError",
@@ -42,18 +44,20 @@ __version__ = "0.1.0"
 
 
 def _load_c_extension():
+    """The C extension module, or None and why not."""
     if os.environ.get("AMPCORE_PUREPYTHON", "") not in ("", "0"):
-        return None
+        return None, "AMPCORE_PUREPYTHON is set"
     if platform.python_implementation() != "CPython":
-        return None
+        return None, f"{platform.python_implementation()} is not CPython"
     try:
         from ampcore import _ampcore
-    except ImportError:
-        return None
-    return _ampcore
+    except ImportError as e:
+        # Not built (for one, ampcore imported from its source tree).
+        return None, f"the C extension did not import: {e}"
+    return _ampcore, None
 
 
-_c = _load_c_extension()
+_c, FALLBACK_REASON = _load_c_extension()
 HAS_C_EXTENSION = _c is not None
 
 if _c is not None:

@@ -11,6 +11,7 @@ cache keeps the names amp_X lookups build, for stock Twisted as for us.)
 """
 
 import gc
+import sys
 import tracemalloc
 
 import pytest
@@ -111,19 +112,25 @@ def assert_flat(step):
     for _ in range(WARMUP):
         step()
     gc.collect()
+    refs = getattr(sys, "gettotalrefcount", lambda: 0)
     tracemalloc.start()
     try:
         for _ in range(ROUNDS):
             step()
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
+        refsBefore = refs()
         for _ in range(ROUNDS):
             step()
         gc.collect()
         growth = tracemalloc.get_traced_memory()[0] - before
+        refGrowth = refs() - refsBefore
     finally:
         tracemalloc.stop()
     assert growth < SLACK, f"memory grew by {growth} bytes over {ROUNDS} rounds"
+    # On a debug build, the interpreter's count of all references: one
+    # leaked reference per round would add ROUNDS.
+    assert refGrowth < ROUNDS // 4, f"{refGrowth} references leaked over {ROUNDS} rounds"
 
 
 def swallow(f):
