@@ -544,6 +544,23 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
     Py_RETURN_NONE;
 }
 
+/* stopReceivingBoxes(reason): self.failAllOutgoing(reason), looked up on
+   use so an override is honoured. */
+static PyObject *
+Dispatcher_stopReceivingBoxes(CoreObject *self, PyTypeObject *cls,
+                              PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"reason"};
+    module_state *st = DEFINING_STATE(cls);
+    PyObject *a[1];
+    if (bind_args("stopReceivingBoxes", names, 1, 1, args, nargs, kwnames, a) < 0
+        || call1_void((PyObject *)self, st->str_failAllOutgoing, a[0]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* Pop the request a reply answers and put unhandledError at the end of its
    chain, in stock's order (amp-spec §2.2 D6, D7). */
 static PyObject *
@@ -1127,6 +1144,8 @@ static PyMethodDef Dispatcher_methods[] = {
            "callRemoteString(command, requiresAnswer=True, **kw)"),
     METHOD("failAllOutgoing", Dispatcher_failAllOutgoing,
            "failAllOutgoing(reason): errback every outstanding request."),
+    METHOD("stopReceivingBoxes", Dispatcher_stopReceivingBoxes,
+           "stopReceivingBoxes(reason): no more boxes; fail all outgoing."),
     METHOD("ampBoxReceived", Dispatcher_ampBoxReceived,
            "ampBoxReceived(box): route an answer, error or command box."),
     METHOD("_answerReceived", Dispatcher_answerReceived, "_answerReceived(box)"),

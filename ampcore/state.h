@@ -38,7 +38,7 @@
     X(innerProtocol) X(dataReceived) X(_justStartedTLS) X(paused)       \
     X(errorCode) X(description) X(fatal) X(failure) X(err) X(_log)      \
     X(stringReceived) X(recvd) X(fromCoroutine)                         \
-    X(value) X(check) X(_counter)
+    X(value) X(check) X(_counter) X(failAllOutgoing)
 
 /* Wire constants (amp-spec §1.1): field b_NAME holds b"VALUE". */
 #define AMPCORE_BYTES(X)                                                \
