@@ -10,6 +10,7 @@ oracle helpers live in C{_oracle.py}; amp-spec section numbers refer to
 
 import array
 import gc
+import sys
 import types
 
 import pytest
@@ -773,7 +774,12 @@ def test_reentrant_feed_from_gc_callback_refused():
     assert got == boxList
     assert parser.unprocessed == b""
     assert all(o == [] or isinstance(o, RuntimeError) for o in outcomes), outcomes
-    assert any(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    if sys.version_info < (3, 12):
+        # Up to 3.11 an allocation inside feed() may collect, so the
+        # callback does run inside feed(); from 3.12 on collections wait
+        # for the interpreter's next check point, outside C code, and the
+        # refusal is exercised by the lengthLimitExceeded test instead.
+        assert any(isinstance(o, RuntimeError) for o in outcomes), outcomes
 
 
 def test_key_too_long_error_fields():
