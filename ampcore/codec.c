@@ -12,41 +12,6 @@ amp_scanner_init(amp_scanner *s)
     s->want_value = 0;
 }
 
-amp_event
-amp_scan(amp_scanner *s, const unsigned char *buf, size_t len, size_t *off,
-         amp_string *out)
-{
-    size_t pos = *off;
-    size_t n;
-
-    if (len - pos < 2) {
-        return AMP_NEED_MORE;
-    }
-    n = ((size_t)buf[pos] << 8) | buf[pos + 1];
-    /* The key limit is enforced on the prefix alone, before the body has
-       arrived (amp-spec §1.3 P3). */
-    if (!s->want_value && n > AMP_MAX_KEY_LENGTH) {
-        out->data = NULL;
-        out->len = n;
-        return AMP_KEY_TOO_LONG;
-    }
-    if (len - pos - 2 < n) {
-        return AMP_NEED_MORE;
-    }
-    out->data = buf + pos + 2;
-    out->len = n;
-    *off = pos + 2 + n;
-    if (s->want_value) {
-        s->want_value = 0;
-        return AMP_VALUE;
-    }
-    if (n == 0) {
-        return AMP_BOX_END;
-    }
-    s->want_value = 1;
-    return AMP_KEY;
-}
-
 /* ==== buffer ============================================================ */
 
 void
