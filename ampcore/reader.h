@@ -213,7 +213,18 @@ reader_feed(box_reader *r, module_state *st, const unsigned char *data,
     return rc;
 }
 
-static PyObject *reader_unprocessed(box_reader *r);
+/* The bytes not yet part of a delivered box; inside a sink, the bytes after
+   the box being delivered. */
+static PyObject *
+reader_unprocessed(box_reader *r)
+{
+    if (r->scanning) {
+        return PyBytes_FromStringAndSize((const char *)r->cur_buf + r->cur_off,
+                                         (Py_ssize_t)(r->cur_len - r->cur_off));
+    }
+    return PyBytes_FromStringAndSize((const char *)r->pending.data,
+                                     (Py_ssize_t)r->pending.len);
+}
 
 /* The bytes after the last complete string (key, value or terminator):
    what stock's `recvd` holds between calls and inside callbacks. */
@@ -239,19 +250,6 @@ reader_reset(box_reader *r)
     amp_scanner_init(&r->scanner);
     amp_buf_consume(&r->pending, r->pending.len);
     r->resume = 0;
-}
-
-/* The bytes not yet part of a delivered box; inside a sink, the bytes after
-   the box being delivered. */
-static PyObject *
-reader_unprocessed(box_reader *r)
-{
-    if (r->scanning) {
-        return PyBytes_FromStringAndSize((const char *)r->cur_buf + r->cur_off,
-                                         (Py_ssize_t)(r->cur_len - r->cur_off));
-    }
-    return PyBytes_FromStringAndSize((const char *)r->pending.data,
-                                     (Py_ssize_t)r->pending.len);
 }
 
 static int
