@@ -155,7 +155,35 @@ error_to_unhandled(module_state *st, PyObject *self)
     return rc;
 }
 
-/* Fast-call argument binding for (positional-or-keyword) parameters. */
+/* Python's own "missing ... argument(s): 'a', 'b', and 'c'" message. */
+static void
+raise_missing(const char *fname, const char *const *names, Py_ssize_t nparams,
+              PyObject **out)
+{
+    const char *missing[8];
+    Py_ssize_t i, n = 0;
+    char list[256] = "";
+    for (i = 0; i < nparams && n < 8; i++) {
+        if (out[i] == NULL) {
+            missing[n++] = names[i];
+        }
+    }
+    for (i = 0; i < n; i++) {
+        size_t used = strlen(list);
+        const char *sep = i == 0 ? "" : (n == 2 ? " and " : (i == n - 1 ? ", and " : ", "));
+        snprintf(list + used, sizeof(list) - used, "%s'%s'", sep, missing[i]);
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s() missing %zd required positional argument%s: %s", fname,
+                 n, n == 1 ? "" : "s", list);
+}
+
+/*
+ * Fast-call argument binding for positional-or-keyword parameters, the
+ * first `required` of them required.  fname is the stock method's
+ * qualified name: the errors read as Python's do for stock's method (which
+ * counts self among the positional arguments).
+ */
 static int
 bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
           Py_ssize_t required, PyObject *const *args, Py_ssize_t nargs,
@@ -163,9 +191,17 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
 {
     Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs > nparams) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes at most %zd positional arguments (%zd given)",
-                     fname, nparams, nargs);
+        if (required == nparams) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() takes %zd positional argument%s but %zd were given",
+                         fname, nparams + 1, nparams == 0 ? "" : "s", nargs + 1);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() takes from %zd to %zd positional arguments but "
+                         "%zd were given", fname, required + 1, nparams + 1,
+                         nargs + 1);
+        }
         return -1;
     }
     for (i = 0; i < nparams; i++) {
@@ -193,8 +229,7 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nparams,
     }
     for (i = 0; i < required; i++) {
         if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s'", fname, names[i]);
+            raise_missing(fname, names, required, out);
             return -1;
         }
     }
@@ -304,9 +339,8 @@ Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
     module_state *st = DEFINING_STATE(cls);
     char tag[2 * sizeof(self->counter) + 1];
     int n;
-    UNUSED(args);
-    if (nargs != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "_nextTag() takes no arguments");
+    if (bind_args("BoxDispatcher._nextTag", NULL, 0, 0, args, nargs, kwnames,
+                  NULL) < 0) {
         return NULL;
     }
     if (_PyType_Lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
@@ -347,7 +381,7 @@ Dispatcher_sendBoxCommand(CoreObject *self, PyTypeObject *cls,
     PyObject *table, *me = (PyObject *)self;
     int wants;
 
-    if (bind_args("_sendBoxCommand", names, 3, 2, args, nargs, kwnames, a) < 0) {
+    if (bind_args("BoxDispatcher._sendBoxCommand", names, 3, 2, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     wants = a[2] == NULL ? 1 : PyObject_IsTrue(a[2]);
@@ -425,11 +459,12 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     PyObject *command = NULL, *requiresAnswer = Py_True, *box, *key, *r;
     PyObject *callargs[4];
     Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    const char *duplicate;
 
     if (nargs > 2) {
         PyErr_Format(PyExc_TypeError,
-                     "callRemoteString() takes from 1 to 2 positional "
-                     "arguments but %zd were given", nargs);
+                     "BoxDispatcher.callRemoteString() takes from 2 to 3 "
+                     "positional arguments but %zd were given", nargs + 1);
         return NULL;
     }
     if (nargs >= 1) {
@@ -447,6 +482,7 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
         if (PyUnicode_CompareWithASCIIString(name, "command") == 0) {
             if (command != NULL) {
+                duplicate = "command";
                 goto duplicate;
             }
             command = args[nargs + i];
@@ -454,6 +490,7 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
         }
         if (PyUnicode_CompareWithASCIIString(name, "requiresAnswer") == 0) {
             if (nargs == 2) {
+                duplicate = "requiresAnswer";
                 goto duplicate;
             }
             requiresAnswer = args[nargs + i];
@@ -473,8 +510,8 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     if (command == NULL) {
         Py_DECREF(box);
         PyErr_SetString(PyExc_TypeError,
-                        "callRemoteString() missing 1 required positional "
-                        "argument: 'command'");
+                        "BoxDispatcher.callRemoteString() missing 1 required "
+                        "positional argument: 'command'");
         return NULL;
     }
     callargs[0] = (PyObject *)self;
@@ -486,8 +523,9 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     return r;
 duplicate:
     Py_DECREF(box);
-    PyErr_SetString(PyExc_TypeError,
-                    "callRemoteString() got multiple values for an argument");
+    PyErr_Format(PyExc_TypeError,
+                 "BoxDispatcher.callRemoteString() got multiple values for "
+                 "argument '%s'", duplicate);
     return NULL;
 }
 
@@ -502,7 +540,7 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
     PyObject *a[1], *table, *items, *it, *pair, *me = (PyObject *)self;
     int rc = 0;
 
-    if (bind_args("failAllOutgoing", names, 1, 1, args, nargs, kwnames, a) < 0) {
+    if (bind_args("BoxDispatcher.failAllOutgoing", names, 1, 1, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (PyObject_SetAttr(me, st->str__failAllReason, a[0]) < 0) {
@@ -554,7 +592,7 @@ Dispatcher_stopReceivingBoxes(CoreObject *self, PyTypeObject *cls,
     static const char *const names[] = {"reason"};
     module_state *st = DEFINING_STATE(cls);
     PyObject *a[1];
-    if (bind_args("stopReceivingBoxes", names, 1, 1, args, nargs, kwnames, a) < 0
+    if (bind_args("BoxDispatcher.stopReceivingBoxes", names, 1, 1, args, nargs, kwnames, a) < 0
         || call1_void((PyObject *)self, st->str_failAllOutgoing, a[0]) < 0) {
         return NULL;
     }
@@ -666,7 +704,7 @@ Dispatcher_answerReceived(CoreObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"box"};
     PyObject *a[1];
-    if (bind_args("_answerReceived", names, 1, 1, args, nargs, kwnames, a) < 0
+    if (bind_args("BoxDispatcher._answerReceived", names, 1, 1, args, nargs, kwnames, a) < 0
         || answer_received(DEFINING_STATE(cls), (PyObject *)self, a[0]) < 0) {
         return NULL;
     }
@@ -680,7 +718,7 @@ Dispatcher_errorReceived(CoreObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"box"};
     PyObject *a[1];
-    if (bind_args("_errorReceived", names, 1, 1, args, nargs, kwnames, a) < 0
+    if (bind_args("BoxDispatcher._errorReceived", names, 1, 1, args, nargs, kwnames, a) < 0
         || error_received(DEFINING_STATE(cls), (PyObject *)self, a[0]) < 0) {
         return NULL;
     }
@@ -1017,7 +1055,7 @@ Dispatcher_commandReceived(CoreObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"box"};
     PyObject *a[1];
-    if (bind_args("_commandReceived", names, 1, 1, args, nargs, kwnames, a) < 0
+    if (bind_args("BoxDispatcher._commandReceived", names, 1, 1, args, nargs, kwnames, a) < 0
         || command_received(DEFINING_STATE(cls), (PyObject *)self, a[0]) < 0) {
         return NULL;
     }
@@ -1065,7 +1103,7 @@ Dispatcher_ampBoxReceived(CoreObject *self, PyTypeObject *cls,
 {
     static const char *const names[] = {"box"};
     PyObject *a[1];
-    if (bind_args("ampBoxReceived", names, 1, 1, args, nargs, kwnames, a) < 0
+    if (bind_args("BoxDispatcher.ampBoxReceived", names, 1, 1, args, nargs, kwnames, a) < 0
         || box_received(DEFINING_STATE(cls), (PyObject *)self, a[0]) < 0) {
         return NULL;
     }
@@ -1082,7 +1120,7 @@ Dispatcher_safeEmit(CoreObject *self, PyTypeObject *cls,
     module_state *st = DEFINING_STATE(cls);
     PyObject *a[1], *sender, *r;
 
-    if (bind_args("_safeEmit", names, 1, 1, args, nargs, kwnames, a) < 0) {
+    if (bind_args("BoxDispatcher._safeEmit", names, 1, 1, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if ((sender = PyObject_GetAttr((PyObject *)self, st->str_boxSender)) == NULL) {
@@ -1220,7 +1258,7 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
     Py_buffer view;
     int rc, t;
 
-    if (bind_args("dataReceived", names, 1, 1, args, nargs, kwnames, a) < 0) {
+    if (bind_args("BinaryBoxProtocol.dataReceived", names, 1, 1, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if ((t = attr_true(me, st->str__justStartedTLS)) < 0) {
@@ -1356,7 +1394,7 @@ Protocol_sendBox(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
     PyObject *a[1], *me = (PyObject *)self, *transport, *buffer, *data, *r;
     int locked;
 
-    if (bind_args("sendBox", names, 1, 1, args, nargs, kwnames, a) < 0) {
+    if (bind_args("BinaryBoxProtocol.sendBox", names, 1, 1, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if ((locked = attr_true(me, st->str__locked)) < 0) {
