@@ -75,8 +75,18 @@ static int
 resolves_to(PyObject *self, PyObject *name, PyObject *expected)
 {
     PyObject *dict, *found;
-    if (expected == NULL || _PyType_Lookup(Py_TYPE(self), name) != expected) {
+    PyTypeObject *tp = Py_TYPE(self);
+    if (expected == NULL || _PyType_Lookup(tp, name) != expected) {
         return 0;
+    }
+    if (tp->tp_dictoffset == 0
+#ifdef Py_TPFLAGS_MANAGED_DICT
+        && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+#endif
+    ) {
+        /* No instance dict (AmpBox has empty __slots__): nothing can
+           shadow the type's attribute, and asking for one would raise. */
+        return 1;
     }
     dict = PyObject_GenericGetDict(self, NULL);
     if (dict == NULL) {
