@@ -354,7 +354,7 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
 {
     module_state *st = (module_state *)PyType_GetModuleState(defining_class);
     Py_buffer view;
-    PyObject *boxes, *r;
+    PyObject *boxes;
     int rc;
 
     if (nargs != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
@@ -385,22 +385,11 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
         Py_DECREF(boxes);
         return NULL;
     }
-    if (rc == 2) {
-        PyObject *length = PyLong_FromSsize_t(self->reader.bad_key_length);
-        if (length == NULL) {
-            self->feeding = 0;
-            Py_DECREF(boxes);
-            return NULL;
-        }
-        r = PyObject_CallMethodOneArg((PyObject *)self,
-                                      st->str_lengthLimitExceeded, length);
-        Py_DECREF(length);
-        if (r == NULL) {
-            self->feeding = 0;
-            Py_DECREF(boxes);
-            return NULL;
-        }
-        Py_DECREF(r);
+    if (rc == 2 && reader_report_length_limit(&self->reader, st,
+                                              (PyObject *)self) < 0) {
+        self->feeding = 0;
+        Py_DECREF(boxes);
+        return NULL;
     }
     self->feeding = 0;
     return boxes;

@@ -1380,16 +1380,9 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
     }
     if (rc == 2) {
         /* amp-spec §1.3 P3: stock calls this on every later chunk too. */
-        PyObject *length = PyLong_FromSsize_t(self->reader.bad_key_length);
-        if (length == NULL) {
+        if (reader_report_length_limit(&self->reader, st, me) < 0) {
             return NULL;
         }
-        r = call1(me, st->str_lengthLimitExceeded, length);
-        Py_DECREF(length);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_DECREF(r);
     }
     Py_RETURN_NONE;
 }

@@ -252,6 +252,24 @@ reader_reset(box_reader *r)
     r->resume = 0;
 }
 
+/* owner.lengthLimitExceeded(length) for the over-long key prefix seen, as
+   BinaryBoxProtocol's framing calls it: 0, or -1 with an exception set. */
+static int
+reader_report_length_limit(box_reader *r, module_state *st, PyObject *owner)
+{
+    PyObject *length = PyLong_FromSsize_t(r->bad_key_length), *result;
+    if (length == NULL) {
+        return -1;
+    }
+    result = PyObject_CallMethodOneArg(owner, st->str_lengthLimitExceeded, length);
+    Py_DECREF(length);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
 static int
 sink_append(void *list, PyObject *box)
 {
