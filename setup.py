@@ -1,5 +1,6 @@
 """Build the C extension; metadata lives in pyproject.toml."""
 
+import glob
 import os
 import platform
 
@@ -17,12 +18,7 @@ if platform.python_implementation() == "CPython":
         Extension(
             "ampcore._ampcore",
             sources=["ampcore/_ampcore.c", "ampcore/codec.c"],
-            depends=[
-                "ampcore/codec.h",
-                "ampcore/state.h",
-                "ampcore/reader.h",
-                "ampcore/protocol.h",
-            ],
+            depends=sorted(glob.glob("ampcore/*.h")),
             extra_compile_args=extra_compile_args,
         )
     )

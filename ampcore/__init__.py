@@ -78,7 +78,7 @@ def install():
     Make C{twisted.protocols.amp} use ampcore's classes.
 
     Call it once, before anything subclasses C{amp.AMP}: classes created
-    earlier keep Twisted's classes as their bases (amp-spec §5.4).  Without
+    earlier keep Twisted's classes as their bases.  Without
     the C extension this does nothing.  Returns L{HAS_C_EXTENSION}.
     """
     if HAS_C_EXTENSION:

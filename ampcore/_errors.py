@@ -1,11 +1,11 @@
-"""Exceptions ampcore adds on top of Twisted's own (amp-spec §1.10)."""
+"""Exceptions ampcore adds on top of Twisted's own."""
 
 from twisted.protocols import amp
 
 
 class KeyTooLongError(amp.TooLong, AttributeError):
     """
-    A peer sent a key length prefix above 255 (amp-spec §1.3, P3).
+    A peer sent a key length prefix above 255 (C{amp.MAX_KEY_LENGTH}).
 
     Raised by L{ampcore.parse}.  Stock L{twisted.protocols.amp.parseString}
     fails on the same input with an C{AttributeError} (its helper has no

@@ -2,7 +2,8 @@
  * ampcore wire codec: the pure-C layer.
  *
  * No Python.h here on purpose: this layer can be compiled alone, unit-tested
- * and fuzzed.  It knows AMP's framing (amp-spec §1.1, §1.3) and nothing of
+ * and fuzzed.  It knows AMP's framing (as twisted.protocols.amp's
+ * AmpBox.serialize writes it and BinaryBoxProtocol reads it) and nothing of
  * Python objects.
  *
  *  - amp_scan(): a resumable scanner over one contiguous byte range.  It never
@@ -46,6 +47,14 @@ typedef struct {
 
 void amp_scanner_init(amp_scanner *s);
 
+/* Give back the string amp_scan() just returned as event `ev` (whose *off
+   the caller restores): the next scan reads it again as the same kind. */
+static inline void
+amp_scanner_unscan(amp_scanner *s, amp_event ev)
+{
+    s->want_value = (ev == AMP_VALUE);
+}
+
 /*
  * Scan one string of buf[*off:len].  On AMP_KEY, AMP_VALUE and AMP_BOX_END,
  * *off is advanced past the string.  On AMP_NEED_MORE and AMP_KEY_TOO_LONG
@@ -64,7 +73,8 @@ amp_scan(amp_scanner *s, const unsigned char *buf, size_t len, size_t *off,
     }
     n = ((size_t)buf[pos] << 8) | buf[pos + 1];
     /* The key limit is enforced on the prefix alone, before the body has
-       arrived (amp-spec §1.3 P3). */
+       arrived, as BinaryBoxProtocol does: its MAX_LENGTH is 255 while a key
+       is due, and Int16StringReceiver checks a prefix against it. */
     if (!s->want_value && n > AMP_MAX_KEY_LENGTH) {
         out->data = NULL;
         out->len = n;

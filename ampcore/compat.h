@@ -1,0 +1,55 @@
+/*
+ * ampcore._ampcore: the private and version-dependent CPython API the
+ * binding uses, behind one small interface.  Nothing else in ampcore calls
+ * an underscore-prefixed CPython function or tests PY_VERSION_HEX.
+ */
+#ifndef AMPCORE_COMPAT_H
+#define AMPCORE_COMPAT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* The attribute `name` as found on the type's MRO, without calling
+   descriptors (a borrowed reference, or NULL with no exception set).  The
+   fast paths compare it with the stock implementation they replace. */
+static inline PyObject *
+compat_type_lookup(PyTypeObject *type, PyObject *name)
+{
+    return _PyType_Lookup(type, name);
+}
+
+/* Whether instances of `type` can carry attributes of their own (a
+   `__dict__`), which could shadow what the type defines. */
+static inline int
+compat_has_instance_dict(PyTypeObject *type)
+{
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        return 1;
+    }
+#endif
+    return type->tp_dictoffset != 0;
+}
+
+/*
+ * Take the exception being raised: *type, *value and *tb become new
+ * references (any of them NULL if absent), the value normalized and
+ * carrying its traceback, and the error indicator is cleared.
+ */
+static inline void
+compat_fetch_exception(PyObject **type, PyObject **value, PyObject **tb)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    *value = PyErr_GetRaisedException();
+    *type = *value ? Py_NewRef((PyObject *)Py_TYPE(*value)) : NULL;
+    *tb = *value ? PyException_GetTraceback(*value) : NULL;
+#else
+    PyErr_Fetch(type, value, tb);
+    PyErr_NormalizeException(type, value, tb);
+    if (*tb != NULL && *value != NULL) {
+        PyException_SetTraceback(*value, *tb);
+    }
+#endif
+}
+
+#endif /* AMPCORE_COMPAT_H */
