@@ -13,6 +13,7 @@
  *   core.h         the instance layout of the dispatcher and the protocol
  *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
  *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
+ *   schema.h       Command schemas: compiled per class, cached, revalidated
  *
  * This file is the module itself: multi-phase init (PEP 489), the method
  * table, and the exec slot that creates every heap type.  No global
@@ -30,10 +31,12 @@
 #include "core.h"
 #include "dispatcher.h"
 #include "protocol.h"
+#include "schema.h"
 
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},
     {"parse", module_parse, METH_O, parse_doc},
+    SCHEMA_METHODS,
     {NULL, NULL, 0, NULL}
 };
 
@@ -55,7 +58,7 @@ static int
 ampcore_exec(PyObject *module)
 {
     module_state *st = get_state(module);
-    if (state_init(st) < 0 || serialize_init(st) < 0) {
+    if (state_init(st) < 0 || serialize_init(st) < 0 || schema_init(st) < 0) {
         return -1;
     }
     if (add_type(module, &BoxParser_spec, NULL, &st->BoxParserType) < 0
@@ -63,7 +66,8 @@ ampcore_exec(PyObject *module)
         || add_type(module, &Dispatcher_spec, st->CoreType,
                     &st->DispatcherCoreType) < 0
         || add_type(module, &Protocol_spec, st->CoreType,
-                    &st->ProtocolCoreType) < 0) {
+                    &st->ProtocolCoreType) < 0
+        || add_type(module, &Schema_spec, NULL, &st->SchemaType) < 0) {
         return -1;
     }
     /* _nextTag counts in C while _counter is still this descriptor. */
@@ -109,8 +113,9 @@ static PyModuleDef_Slot ampcore_slots[] = {
 static struct PyModuleDef ampcore_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ampcore._ampcore",
-    .m_doc = "C core of ampcore: AMP box parsing and serialization, and the "
-             "cores of its BoxDispatcher and BinaryBoxProtocol.",
+    .m_doc = "C core of ampcore: AMP box parsing and serialization, the "
+             "cores of its BoxDispatcher and BinaryBoxProtocol, and Command "
+             "argument coding.",
     .m_size = sizeof(module_state),
     .m_methods = ampcore_methods,
     .m_slots = ampcore_slots,

@@ -18,6 +18,39 @@ compat_type_lookup(PyTypeObject *type, PyObject *name)
     return _PyType_Lookup(type, name);
 }
 
+/*
+ * The type's version tag: a number CPython changes whenever an attribute of
+ * the type or of one of its bases is set or deleted, so an unchanged tag
+ * means every attribute lookup on the type still finds what it found.  0
+ * when the type has none and cannot be given one (then nothing can be
+ * assumed).  A lookup is what assigns a tag; `name` is any interned name.
+ */
+static inline unsigned int
+compat_type_version(PyTypeObject *type, PyObject *name)
+{
+    if (type->tp_version_tag == 0) {
+        (void)_PyType_Lookup(type, name);
+    }
+    return type->tp_version_tag;
+}
+
+/* Whether a weak reference is alive and refers to `obj`. */
+static inline int
+compat_weakref_refers_to(PyObject *ref, PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *target = NULL;
+    int alive = PyWeakref_GetRef(ref, &target);
+    Py_XDECREF(target);
+    if (alive < 0) {
+        PyErr_Clear();
+    }
+    return alive > 0 && target == obj;
+#else
+    return PyWeakref_GET_OBJECT(ref) == obj;
+#endif
+}
+
 /* Whether instances of `type` can carry attributes of their own (a
    `__dict__`), which could shadow what the type defines. */
 static inline int

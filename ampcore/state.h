@@ -23,7 +23,15 @@
     X(fail, "twisted.internet.defer", "fail")                           \
     X(Failure, "twisted.python.failure", "Failure")                     \
     X(legacy_log, "twisted.python", "log")                              \
-    X(KeyTooLongError, "ampcore._errors", "KeyTooLongError")
+    X(KeyTooLongError, "ampcore._errors", "KeyTooLongError")            \
+    X(Command, "twisted.protocols.amp", "Command")                      \
+    X(InvalidSignature, "twisted.protocols.amp", "InvalidSignature")    \
+    X(wire_name_to_identifier, "twisted.protocols.amp",                 \
+      "_wireNameToPythonIdentifier")                                    \
+    X(objects_to_strings, "twisted.protocols.amp", "_objectsToStrings") \
+    X(strings_to_objects, "twisted.protocols.amp", "_stringsToObjects") \
+    X(parseString, "twisted.protocols.amp", "parseString")              \
+    X(struct_pack, "struct", "pack")
 
 /* Stock implementations a C shortcut may stand in for, compared by
    identity before each shortcut: (field, module, class, attribute) */
@@ -50,7 +58,16 @@
     X(innerProtocol) X(dataReceived) X(_justStartedTLS) X(paused)       \
     X(errorCode) X(description) X(fatal) X(failure) X(err) X(_log)      \
     X(stringReceived) X(fromCoroutine)                                  \
-    X(value) X(check) X(_counter) X(failAllOutgoing)
+    X(value) X(check) X(_counter) X(failAllOutgoing)                    \
+    X(commandName) X(arguments) X(response) X(requiresAnswer) X(errors) \
+    X(fatalErrors) X(reverseErrors) X(commandType) X(responseType)      \
+    X(makeArguments) X(makeResponse) X(parseArguments) X(parseResponse) \
+    X(__init__) X(__new__) X(_doCommand) X(structured) X(__func__)      \
+    X(toBox) X(fromBox) X(retrieve) X(toStringProto) X(fromStringProto) \
+    X(toString) X(fromString) X(optional) X(elementType) X(subargs)     \
+    X(copy) X(get) X(update) X(keys) X(__iter__) X(__setitem__)         \
+    X(__getitem__) X(__delitem__) X(MAX_LENGTH) X(prefixLength)         \
+    X(structFormat)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
@@ -61,7 +78,49 @@
     X(ERROR, "_error") X(ERROR_CODE, "_error_code")                     \
     X(ERROR_DESCRIPTION, "_error_description")                          \
     X(UNKNOWN_ERROR_CODE, "UNKNOWN") X(UNKNOWN_DESCRIPTION, "Unknown Error") \
-    X(UNHANDLED_ERROR_CODE, "UNHANDLED") X(HEX_FORMAT, "%x")
+    X(UNHANDLED_ERROR_CODE, "UNHANDLED") X(HEX_FORMAT, "%x")             \
+    X(TRUE, "True") X(FALSE, "False") X(ONE, "1") X(ZERO, "0")          \
+    X(INT_FORMAT, "%d")
+
+/* Twisted classes the Command coder (schema.h, arguments.h) stands in
+   for.  Before each shortcut, the class's attributes are checked against
+   what they were at import: (index, module, class).  The first seven are
+   the argument kinds coded in C. */
+#define AMPCORE_STOCK_CLASSES(X)                                        \
+    X(INTEGER, "twisted.protocols.amp", "Integer")                      \
+    X(STRING, "twisted.protocols.amp", "String")                        \
+    X(UNICODE, "twisted.protocols.amp", "Unicode")                      \
+    X(BOOLEAN, "twisted.protocols.amp", "Boolean")                      \
+    X(FLOAT, "twisted.protocols.amp", "Float")                          \
+    X(LISTOF, "twisted.protocols.amp", "ListOf")                        \
+    X(AMPLIST, "twisted.protocols.amp", "AmpList")                      \
+    X(AMPBOX, "twisted.protocols.amp", "AmpBox")                        \
+    X(INT16, "twisted.protocols.basic", "Int16StringReceiver")
+
+typedef enum {
+#define X(index, module, name) STOCK_##index,
+    AMPCORE_STOCK_CLASSES(X)
+#undef X
+    STOCK_CLASS_COUNT
+} stock_class;
+
+/* One stock class and the outcome of its last check (schema.h). */
+typedef struct {
+    PyTypeObject *cls;
+    PyObject *names;             /* tuple: the attribute names checked */
+    Py_ssize_t names_count;
+    PyObject **originals;        /* what each resolved to at import (NULL:
+                                    nothing), owned, names_count of them */
+    unsigned int tag;            /* the class's version tag then, 0: none */
+    int stock;                   /* whether everything was as imported */
+} stock_class_state;
+
+/* Command's methods as Command itself has them (raw class attributes),
+   compared by identity with what a Command subclass resolves:
+   field command_NAME. */
+#define AMPCORE_COMMAND_METHODS(X)                                      \
+    X(makeArguments) X(makeResponse) X(parseArguments) X(parseResponse) \
+    X(__init__) X(__new__) X(_doCommand)
 
 typedef struct {
     /* The heap types, created by the module's exec slot. */
@@ -69,6 +128,7 @@ typedef struct {
     PyTypeObject *CoreType;
     PyTypeObject *DispatcherCoreType;
     PyTypeObject *ProtocolCoreType;
+    PyTypeObject *SchemaType;
     PyObject *counter_descr;       /* DispatcherCore's _counter getset */
     /* From Twisted. */
     PyTypeObject *AmpBox;          /* twisted.protocols.amp.AmpBox */
@@ -78,6 +138,16 @@ typedef struct {
     PyObject *empty_tuple;
     PyObject *empty_bytes;
     PyObject *msg_unhandled;       /* "while receiving response to command" */
+    /* Command coding (schema.h, arguments.h). */
+    PyObject *schema_cache;        /* {id(command class): CommandSchema} */
+    stock_class_state stock[STOCK_CLASS_COUNT];
+#define X(name) PyObject *command_##name;
+    AMPCORE_COMMAND_METHODS(X)
+#undef X
+    /* The functions behind Command's four coding classmethods, called
+       for what the C code leaves to stock. */
+    PyObject *stock_makeArguments, *stock_makeResponse;
+    PyObject *stock_parseArguments, *stock_parseResponse;
 #define X(field, module, name) PyObject *field;
     AMPCORE_IMPORTS(X)
 #undef X
@@ -176,6 +246,17 @@ state_init(module_state *st)
         return -1;
     }
     st->AmpBox = (PyTypeObject *)cls;
+#define X(index, module, name)                                          \
+    if ((cls = import_attr(module, name)) == NULL) {                    \
+        return -1;                                                      \
+    }                                                                   \
+    st->stock[STOCK_##index].cls = (PyTypeObject *)cls;                 \
+    if (!PyType_Check(cls)) {                                           \
+        PyErr_SetString(PyExc_TypeError, module "." name " is not a class"); \
+        return -1;                                                      \
+    }
+    AMPCORE_STOCK_CLASSES(X)
+#undef X
     if ((st->amp_module = PyImport_ImportModule("twisted.protocols.amp")) == NULL
         || (st->empty_tuple = PyTuple_New(0)) == NULL
         || (st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)) == NULL
@@ -186,9 +267,29 @@ state_init(module_state *st)
     return 0;
 }
 
+/* Release what one stock_class_state holds. */
+static void
+stock_class_clear(stock_class_state *sc)
+{
+    Py_ssize_t i;
+    if (sc->originals != NULL) {
+        for (i = 0; i < sc->names_count; i++) {
+            Py_CLEAR(sc->originals[i]);
+        }
+        PyMem_Free(sc->originals);
+        sc->originals = NULL;
+    }
+    Py_CLEAR(sc->names);
+    Py_CLEAR(sc->cls);
+    sc->names_count = 0;
+    sc->tag = 0;
+    sc->stock = 0;
+}
+
 static int
 state_traverse(module_state *st, visitproc visit, void *arg)
 {
+    Py_ssize_t i, j;
     Py_VISIT(st->BoxParserType);
     Py_VISIT(st->CoreType);
     Py_VISIT(st->DispatcherCoreType);
@@ -203,12 +304,45 @@ state_traverse(module_state *st, visitproc visit, void *arg)
 #define X(field, module, cls, attr) Py_VISIT(st->field);
     AMPCORE_STOCK(X)
 #undef X
+    Py_VISIT(st->SchemaType);
+    Py_VISIT(st->schema_cache);
+    for (i = 0; i < STOCK_CLASS_COUNT; i++) {
+        Py_VISIT(st->stock[i].cls);
+        for (j = 0; st->stock[i].originals != NULL
+                    && j < st->stock[i].names_count; j++) {
+            Py_VISIT(st->stock[i].originals[j]);
+        }
+    }
+#define X(name) Py_VISIT(st->command_##name);
+    AMPCORE_COMMAND_METHODS(X)
+#undef X
+    Py_VISIT(st->stock_makeArguments);
+    Py_VISIT(st->stock_makeResponse);
+    Py_VISIT(st->stock_parseArguments);
+    Py_VISIT(st->stock_parseResponse);
     return 0;
 }
 
 static void
 state_clear(module_state *st)
 {
+    int i;
+    if (st->schema_cache != NULL) {
+        /* Emptied first: its schemas' weak references call back into it. */
+        PyDict_Clear(st->schema_cache);
+        Py_CLEAR(st->schema_cache);
+    }
+    Py_CLEAR(st->SchemaType);
+    for (i = 0; i < STOCK_CLASS_COUNT; i++) {
+        stock_class_clear(&st->stock[i]);
+    }
+#define X(name) Py_CLEAR(st->command_##name);
+    AMPCORE_COMMAND_METHODS(X)
+#undef X
+    Py_CLEAR(st->stock_makeArguments);
+    Py_CLEAR(st->stock_makeResponse);
+    Py_CLEAR(st->stock_parseArguments);
+    Py_CLEAR(st->stock_parseResponse);
     Py_CLEAR(st->BoxParserType);
     Py_CLEAR(st->CoreType);
     Py_CLEAR(st->DispatcherCoreType);
