@@ -14,6 +14,8 @@
  *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
  *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *   schema.h       Command schemas: compiled per class, cached, revalidated
+ *   arguments.h    Command argument coding: make/parse arguments and
+ *                  responses in C
  *
  * This file is the module itself: multi-phase init (PEP 489), the method
  * table, and the exec slot that creates every heap type.  No global
@@ -32,11 +34,13 @@
 #include "dispatcher.h"
 #include "protocol.h"
 #include "schema.h"
+#include "arguments.h"
 
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},
     {"parse", module_parse, METH_O, parse_doc},
     SCHEMA_METHODS,
+    ARGUMENTS_METHODS,
     {NULL, NULL, 0, NULL}
 };
 

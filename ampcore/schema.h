@@ -52,6 +52,9 @@
 #define ARGUMENT_CHECKED(X)                                             \
     X(toBox) X(fromBox) X(retrieve) X(toStringProto) X(fromStringProto) \
     X(toString) X(fromString) X(optional) X(elementType) X(subargs)
+/* The first names of ARGUMENT_CHECKED: the coding methods, which an
+   instance attribute could also override. */
+#define CODING_METHOD_COUNT 7
 #define AMPBOX_CHECKED(X)                                               \
     X(__init__) X(__new__) X(copy) X(serialize) X(__setitem__)          \
     X(__getitem__) X(__delitem__) X(get) X(pop) X(update) X(keys)       \
