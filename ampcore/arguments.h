@@ -1028,7 +1028,8 @@ collect_box(void *list, PyObject *box)
 }
 
 /* parseString(data) for bytes: the C box reader, or stock's own for what
-   the reader does not reproduce (an over-long key, a changed AmpBox). */
+   the reader does not reproduce (an over-long key, a changed AmpBox or
+   Int16StringReceiver, whose dataReceived BinaryBoxProtocol's calls). */
 static PyObject *
 parse_boxes(module_state *st, PyObject *data)
 {
@@ -1037,7 +1038,7 @@ parse_boxes(module_state *st, PyObject *data)
     reader_status rc;
     PyObject *boxes;
 
-    if (!stock_class_ok(st, STOCK_AMPBOX)) {
+    if (!stock_class_ok(st, STOCK_AMPBOX) || !stock_class_ok(st, STOCK_INT16)) {
         return PyObject_CallOneArg(st->parseString, data);
     }
     if ((boxes = PyList_New(0)) == NULL) {
