@@ -14,8 +14,7 @@
  *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
  *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *   schema.h       Command schemas: compiled per class, cached, revalidated
- *   arguments.h    Command argument coding: make/parse arguments and
- *                  responses in C
+ *   arguments.h    Command argument coding: make/parse Arguments/Response
  *
  * This file is the module itself: multi-phase init (PEP 489), the method
  * table, and the exec slot that creates every heap type.  No global
