@@ -38,8 +38,16 @@
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},
     {"parse", module_parse, METH_O, parse_doc},
-    SCHEMA_METHODS,
-    ARGUMENTS_METHODS,
+#define FASTCALL(name, cname, doc)                                      \
+    {name, (PyCFunction)(void (*)(void))cname, METH_FASTCALL | METH_KEYWORDS, doc}
+    FASTCALL("_commandSchema", module_commandSchema, commandSchema_doc),
+    FASTCALL("_makeArguments", module_makeArguments, makeArguments_doc),
+    FASTCALL("_makeResponse", module_makeResponse, makeResponse_doc),
+    FASTCALL("_parseArguments", module_parseArguments, parseArguments_doc),
+    FASTCALL("_parseResponse", module_parseResponse, parseResponse_doc),
+    FASTCALL("_makeArgumentsFromKeywords", module_makeArgumentsFromKeywords,
+             makeArgumentsFromKeywords_doc),
+#undef FASTCALL
     {NULL, NULL, 0, NULL}
 };
 

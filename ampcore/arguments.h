@@ -1698,6 +1698,23 @@ run_op(PyObject *module, const arg_spec *spec, coding_op op,
     }
 }
 
+PyDoc_STRVAR(makeArguments_doc,
+"_makeArguments(cls, objects, proto) -> box\n\n"
+"Command.makeArguments for cls, in C (private, for tests).");
+PyDoc_STRVAR(makeResponse_doc,
+"_makeResponse(cls, objects, proto) -> box\n\n"
+"Command.makeResponse for cls, in C (private, for tests).");
+PyDoc_STRVAR(parseArguments_doc,
+"_parseArguments(cls, box, proto) -> dict\n\n"
+"Command.parseArguments for cls, in C (private, for tests).");
+PyDoc_STRVAR(parseResponse_doc,
+"_parseResponse(cls, box, proto) -> dict\n\n"
+"Command.parseResponse for cls, in C (private, for tests).");
+PyDoc_STRVAR(makeArgumentsFromKeywords_doc,
+"_makeArgumentsFromKeywords(cls, proto, /, **kw) -> box\n\n"
+"What cls(**kw) checks, then cls.makeArguments(kw, proto), in C, from\n"
+"the call's keywords: callRemote's path (private, for tests).");
+
 #define CODING_FUNCTION(cname, spec, op)                                \
     static PyObject *                                                   \
     cname(PyObject *module, PyObject *const *args, Py_ssize_t nargs,    \
@@ -1728,24 +1745,5 @@ module_makeArgumentsFromKeywords(PyObject *module, PyObject *const *args,
     return schema_make_arguments_kw(get_state(module), NULL, args[0],
                                     args + nargs, kwnames, args[1]);
 }
-
-#define ARGUMENTS_METHODS                                               \
-    {"_makeArguments", (PyCFunction)(void (*)(void))module_makeArguments, \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_makeArguments(cls, objects, proto): cls.makeArguments, in C."},  \
-    {"_makeResponse", (PyCFunction)(void (*)(void))module_makeResponse, \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_makeResponse(cls, objects, proto): cls.makeResponse, in C."},    \
-    {"_parseArguments", (PyCFunction)(void (*)(void))module_parseArguments, \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_parseArguments(cls, box, proto): cls.parseArguments, in C."},    \
-    {"_parseResponse", (PyCFunction)(void (*)(void))module_parseResponse, \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_parseResponse(cls, box, proto): cls.parseResponse, in C."},      \
-    {"_makeArgumentsFromKeywords",                                      \
-     (PyCFunction)(void (*)(void))module_makeArgumentsFromKeywords,     \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_makeArgumentsFromKeywords(cls, proto, /, **kw): cls(**kw)'s "    \
-     "check, then cls.makeArguments(kw, proto), in C."}
 
 #endif /* AMPCORE_ARGUMENTS_H */

@@ -1011,7 +1011,11 @@ static const char *const commandSchema_params[] = {"cls"};
 static const arg_spec commandSchema_spec = {"_commandSchema",
                                             commandSchema_params, 1, 1, 0};
 
-/* _commandSchema(cls): the schema, for tests. */
+PyDoc_STRVAR(commandSchema_doc,
+"_commandSchema(cls) -> CommandSchema\n\n"
+"The class's compiled schema, valid as the class is now (private, for\n"
+"tests).");
+
 static PyObject *
 module_commandSchema(PyObject *module, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames)
@@ -1023,11 +1027,6 @@ module_commandSchema(PyObject *module, PyObject *const *args,
     }
     return command_schema(get_state(module), cls);
 }
-
-#define SCHEMA_METHODS                                                  \
-    {"_commandSchema", (PyCFunction)(void (*)(void))module_commandSchema, \
-     METH_FASTCALL | METH_KEYWORDS,                                     \
-     "_commandSchema(cls): the class's compiled schema (private)."}
 
 /* ==== module init ======================================================= */
 
