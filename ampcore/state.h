@@ -62,7 +62,7 @@
     X(commandName) X(arguments) X(response) X(requiresAnswer) X(errors) \
     X(fatalErrors) X(reverseErrors) X(commandType) X(responseType)      \
     X(makeArguments) X(makeResponse) X(parseArguments) X(parseResponse) \
-    X(__init__) X(__new__) X(_doCommand) X(structured) X(__func__)      \
+    X(__init__) X(__new__) X(_doCommand) X(__func__)                    \
     X(toBox) X(fromBox) X(retrieve) X(toStringProto) X(fromStringProto) \
     X(toString) X(fromString) X(optional) X(elementType) X(subargs)     \
     X(copy) X(get) X(update) X(keys) X(__iter__) X(__setitem__)         \
@@ -79,8 +79,7 @@
     X(ERROR_DESCRIPTION, "_error_description")                          \
     X(UNKNOWN_ERROR_CODE, "UNKNOWN") X(UNKNOWN_DESCRIPTION, "Unknown Error") \
     X(UNHANDLED_ERROR_CODE, "UNHANDLED") X(HEX_FORMAT, "%x")             \
-    X(TRUE, "True") X(FALSE, "False") X(ONE, "1") X(ZERO, "0")          \
-    X(INT_FORMAT, "%d")
+    X(TRUE, "True") X(FALSE, "False") X(ONE, "1") X(ZERO, "0")
 
 /* Twisted classes the Command coder (schema.h, arguments.h) stands in
    for.  Before each shortcut, the class's attributes are checked against
