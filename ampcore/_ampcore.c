@@ -11,6 +11,8 @@
  *   reader.h       the box reader: incremental box assembly
  *   boxparser.h    the BoxParser type, and ampcore.parse()
  *   core.h         the instance layout of the dispatcher and the protocol
+ *   failure.h      Twisted Failures from raised exceptions; unhandledError
+ *   responder.h    the responder side: call the responder, answer or fail
  *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
  *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *
@@ -28,6 +30,8 @@
 #include "reader.h"
 #include "boxparser.h"
 #include "core.h"
+#include "failure.h"
+#include "responder.h"
 #include "dispatcher.h"
 #include "protocol.h"
 
