@@ -12,16 +12,11 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-import ampcore
+from helpers import needsExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-pytestmark = pytest.mark.skipif(
-    not ampcore.HAS_C_EXTENSION,
-    reason="ampcore falls back to stock Twisted: nothing of ours to run it on",
-)
+pytestmark = needsExtension()
 
 
 def run_trial(*args, env=None):
