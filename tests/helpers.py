@@ -874,6 +874,15 @@ def makeClasses(base):
     )
 
 
+def raising(exc):
+    """A responder hook for C{Peer.hooks}: it raises C{exc}."""
+
+    def hook(self, **kw):
+        raise exc
+
+    return hook
+
+
 def connectedPeer(ns, trace, cls=None, label="P", **kw):
     """A C{ns.Peer} (or C{cls}) connected to a recording L{FakeTransport}."""
     proto = (cls or ns.Peer)(trace, label, **kw)
