@@ -23,7 +23,11 @@
     X(fail, "twisted.internet.defer", "fail")                           \
     X(Failure, "twisted.python.failure", "Failure")                     \
     X(legacy_log, "twisted.python", "log")                              \
-    X(KeyTooLongError, "ampcore._errors", "KeyTooLongError")
+    X(KeyTooLongError, "ampcore._errors", "KeyTooLongError")            \
+    X(BadLocalReturn, "twisted.protocols.amp", "BadLocalReturn")        \
+    X(CommandLocator, "twisted.protocols.amp", "CommandLocator")        \
+    X(SimpleStringLocator, "twisted.protocols.amp", "SimpleStringLocator") \
+    X(Command, "twisted.protocols.amp", "Command")
 
 /* Stock implementations a C shortcut may stand in for, compared by
    identity before each shortcut: (field, module, class, attribute) */
@@ -35,7 +39,15 @@
     X(stock_stringReceived, "twisted.protocols.basic",                  \
       "StatefulStringProtocol", "stringReceived")                       \
     X(stock_int16_dataReceived, "twisted.protocols.basic",              \
-      "Int16StringReceiver", "dataReceived")
+      "Int16StringReceiver", "dataReceived")                            \
+    X(stock_locateResponder, "twisted.protocols.amp", "AMP",            \
+      "locateResponder")                                                \
+    X(stock_command_locateResponder, "twisted.protocols.amp",           \
+      "CommandLocator", "locateResponder")                              \
+    X(stock_string_locateResponder, "twisted.protocols.amp",            \
+      "SimpleStringLocator", "locateResponder")                         \
+    X(stock_wrapWithSerialization, "twisted.protocols.amp",             \
+      "CommandLocator", "_wrapWithSerialization")
 
 /* Interned attribute and method names: field str_NAME holds "NAME". */
 #define AMPCORE_NAMES(X)                                                \
@@ -50,7 +62,9 @@
     X(innerProtocol) X(dataReceived) X(_justStartedTLS) X(paused)       \
     X(errorCode) X(description) X(fatal) X(failure) X(err) X(_log)      \
     X(stringReceived) X(fromCoroutine)                                  \
-    X(value) X(check) X(_counter) X(failAllOutgoing)
+    X(value) X(check) X(_counter) X(failAllOutgoing)                    \
+    X(_commandDispatch) X(_wrapWithSerialization) X(allErrors)          \
+    X(fatalErrors) X(trap) X(parseArguments) X(makeResponse) X(f)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
