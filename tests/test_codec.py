@@ -200,7 +200,7 @@ def test_boxparser_matches_binaryboxprotocol(boxList, data):
     ("mid-prefixes", lambda d: chunked(d, at=[1, 2, 3, 258, 259, 260, len(d) - 1])),
 ])
 def test_max_size_box_any_chunking(name, chunker):
-    """A 255-byte key with a 65535-byte value, between other boxes (P1)."""
+    """A 255-byte key with a 65535-byte value, between other boxes, cut anywhere."""
     boxList = [amp.AmpBox({b"x": b"y"}), MAX_SIZE_BOX, amp.AmpBox(), MAX_SIZE_BOX]
     stream = serializeAll(boxList)
     run = runDifferential(stream, chunker(stream))
@@ -275,7 +275,7 @@ def test_repeated_keys_generated(pairs, data):
     runDifferential(stream, data.draw(chunkings(stream)))
 
 
-# ==== over-long key prefixes (P3) ===========================================
+# ==== over-long key prefixes: lengthLimitExceeded ==========================
 
 
 @given(st.lists(smallBoxes, max_size=4), badKeyLengths, st.binary(max_size=3))
@@ -370,7 +370,7 @@ def test_value_prefixes_up_to_ffff_are_legal():
     assert len(run.boxes) == 2
 
 
-# ==== truncation at end of stream (P6) ======================================
+# ==== truncation at end of stream: the partial box stays buffered ==========
 
 
 @given(st.lists(boxes, max_size=2), boxes)
@@ -439,7 +439,7 @@ def test_garbage(data, strategyData):
     runDifferential(data, chunks)
 
 
-# ==== serialize: the error matrix (B3/B4/B5) ================================
+# ==== serialize: AmpBox.serialize's errors, case by case ===================
 
 
 def compareSerialize(box):
@@ -561,7 +561,7 @@ SERIALIZE_CASES = {
     "empty AmpBox": amp.AmpBox(),
     "high bytes sort unsigned": {b"\xff": b"1", b"\x7f": b"2", b"\x80": b"3", b"\x00": b"4"},
     "prefix keys": {b"ab": b"1", b"a": b"2", b"a\x00": b"3", b"abc": b"4"},
-    "W1 order": {b"b": b"1", b"a": b"2", b"B": b"3", b"_ask": b"4"},
+    "bytewise key order": {b"b": b"1", b"a": b"2", b"B": b"3", b"_ask": b"4"},
     "16 keys": _manyKeys(16),
     "17 keys": _manyKeys(17),
     "1000 keys": _manyKeys(1000),
@@ -599,7 +599,7 @@ def test_serialize_non_mapping(name):
 
 
 def test_serialize_too_long_value_identity():
-    """B4: TooLong.value is the caller's object, not a copy."""
+    """TooLong.value is the caller's object, not a copy, as AmpBox.serialize raises it."""
     for value in (b"x" * 0x10000, bytearray(0x10000), memoryview(b"y" * 0x10001)):
         key = b"key"
         box = amp.AmpBox()

@@ -44,8 +44,9 @@ def test_twisted_test_amp_passes_with_ampcore_installed():
 def test_twisted_test_amp_in_distributed_trial_workers(tmp_path):
     """
     trial -j2: the manager and its worker processes talk AMP to each other,
-    so with ampcore installed in every process (through sitecustomize, as
-    amp-spec §5.4 recipe 3 does) that channel runs on ampcore too.
+    so with ampcore installed in every process (by a sitecustomize that
+    calls ampcore.install() at interpreter start-up) that channel runs on
+    ampcore too.
     """
     site = os.path.join(HERE, "sitecustomize_dir")
     env = dict(os.environ)
