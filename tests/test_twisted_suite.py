@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = needsExtension()
 
 
-def run_trial(*args, env=None):
+def runTrial(*args, env=None):
     return subprocess.run(
         [sys.executable, os.path.join(HERE, "run_twisted_amp.py"), *args],
         capture_output=True,
@@ -30,7 +30,7 @@ def run_trial(*args, env=None):
 
 
 def test_twisted_test_amp_passes_with_ampcore_installed():
-    result = run_trial()
+    result = runTrial()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     ran = re.search(r"^Ran (\d+) tests", output, re.MULTILINE)
