@@ -12,10 +12,15 @@ transport, the stock-Twisted oracles and the differential runners.
   asked to do into a trace.
 - The codec oracle: stock C{BinaryBoxProtocol} as L{StockParser};
   L{runDifferential} and L{compareParse} put ampcore's codec beside it.
-- Traces: L{Trace}, L{connect}, L{Pump} and the recorders built on them.
-- The differential runners: L{makeClasses} builds the test protocols on one
-  implementation's AMP; L{runScenario}, L{runBoth} and the L{differential}
-  decorator run a scenario on stock Twisted and on ampcore.
+- Box classes and values: L{SubBox}, L{ItemsListsBox}, L{ItemsListsDict},
+  L{TOO_LONG_KEY}, L{TOO_LONG_VALUE}.
+- Traces: L{Trace}, L{connect}, L{Pump}, and L{feed}, L{recordState},
+  L{recordTable}, L{writesOf}, L{loggedFailures} on top of them.
+- The test protocols: L{makeClasses} builds them on one implementation's
+  AMP (C{Peer}, recording its responders and run by C{hooks} such as
+  L{raising}; C{EchoPeer}, recording nothing); L{connectedPeer}.
+- The differential runners: L{runScenario}, L{runBoth} and the
+  L{differential} decorator run a scenario on stock Twisted and on ampcore.
 
 ampcore is imported inside the functions that use it, never at the top:
 tests/peer.py imports this module for its Commands in a process that, as the
