@@ -1,130 +1,98 @@
 """
-ampcore's dataReceived skips stock's per-chunk checks (TLS start, switched
-protocol, pause, an overridden stringReceived) while the protocol's class
-and instance still hold stock's values, remembering what it saw.  These
-tests change those values after the first chunk, in every way Python
-allows, and check that ampcore then frames exactly as stock
-BinaryBoxProtocol does.
+ampcore's dataReceived skips stock's per-chunk checks (TLS start, a
+switched protocol, a pause, an overridden stringReceived) while the
+protocol's class and instance still hold stock's values, and remembers
+what it saw.  Each scenario here changes one of those values after the
+first chunk, in one of the ways Python allows (a class attribute,
+setattr, a direct write into the instance dict), and then trickles more
+boxes in a byte at a time: ampcore must frame exactly as stock
+C{BinaryBoxProtocol} does (L{helpers.differential}).
 """
 
 import pytest
-from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 
-import ampcore
+from helpers import askBox, connect, differential, needsExtension, wire
 
-pytestmark = pytest.mark.skipif(
-    not ampcore.HAS_C_EXTENSION, reason="the gate is part of the C extension"
-)
+pytestmark = needsExtension()
 
-BOX = amp.AmpBox({b"_command": b"Hello", b"_ask": b"1", b"hello": b"world"})
-WIRE = BOX.serialize()
+WIRE = wire(askBox(b"1", b"Hello", hello=b"world"))
 
 
 class Receiver:
-    def __init__(self):
-        self.boxes = []
+    """A box receiver that records each box in the trace."""
+
+    def __init__(self, trace):
+        self.trace = trace
 
     def startReceivingBoxes(self, sender):
         pass
 
     def ampBoxReceived(self, box):
-        self.boxes.append(dict(box))
+        self.trace.add("box", box)
 
     def stopReceivingBoxes(self, reason):
         pass
 
 
-def runBoth(change):
-    """
-    Feed each protocol (stock and ampcore, a fresh subclass of each) one box
-    a byte at a time, call C{change(protocolClass, protocol)}, then feed two
-    more boxes the same way; return what each received, and its strings if
-    the change routed them elsewhere.
-    """
-    results = []
-    for base in (amp.BinaryBoxProtocol, ampcore.BinaryBoxProtocol):
-        cls = type("Proto", (base,), {})
-        receiver = Receiver()
-        proto = cls(receiver)
-        proto.makeConnection(StringTransport())
-        for i in range(len(WIRE)):
-            proto.dataReceived(WIRE[i : i + 1])
-        change(cls, proto)
-        for i in range(len(WIRE) * 2):
-            proto.dataReceived((WIRE * 2)[i : i + 1])
-        results.append(receiver.boxes)
-    return results
+class Inner:
+    """A protocol switched to by hand: records what reaches it."""
+
+    def __init__(self, trace):
+        self.trace = trace
+
+    def dataReceived(self, data):
+        self.trace.add("inner", data)
 
 
-def test_classPausedAfterFirstChunk():
-    stock, ours = runBoth(lambda cls, proto: setattr(cls, "paused", True))
-    assert ours == stock
-    assert len(stock) == 1
+def trickle(trace, proto, data):
+    for i in range(len(data)):
+        proto.dataReceived(data[i : i + 1])
+    trace.add("fed", len(data))
 
 
-def test_instanceDictPausedWrittenDirectly():
-    stock, ours = runBoth(lambda cls, proto: proto.__dict__.update(paused=True))
-    assert ours == stock
-    assert len(stock) == 1
+CHANGES = {
+    "class paused": lambda cls, proto, trace: setattr(cls, "paused", True),
+    "instance dict paused": lambda cls, proto, trace: proto.__dict__.update(paused=True),
+    "paused then resumed by setattr": lambda cls, proto, trace: (
+        setattr(proto, "paused", True),
+        setattr(proto, "paused", False),
+    ),
+    "instance dict stringReceived": lambda cls, proto, trace: proto.__dict__.update(
+        stringReceived=lambda s: trace.add("string", s)
+    ),
+    "class stringReceived": lambda cls, proto, trace: setattr(
+        cls, "stringReceived", lambda self, s: trace.add("string", s)
+    ),
+    "instance dict innerProtocol": lambda cls, proto, trace: proto.__dict__.update(
+        innerProtocol=Inner(trace)
+    ),
+    "class innerProtocol": lambda cls, proto, trace: setattr(
+        cls, "innerProtocol", Inner(trace)
+    ),
+    "class _justStartedTLS": lambda cls, proto, trace: setattr(cls, "_justStartedTLS", True),
+    "instance dict _justStartedTLS": lambda cls, proto, trace: proto.__dict__.update(
+        _justStartedTLS=True
+    ),
+}
 
 
-def test_instancePausedThenResumedByAttribute():
-    def change(cls, proto):
-        proto.paused = True
-        proto.paused = False
-
-    stock, ours = runBoth(change)
-    assert ours == stock
-    assert len(stock) == 3
-
-
-def test_instanceStringReceivedWrittenDirectly():
-    strings = {}
-
-    def change(cls, proto):
-        mine = strings.setdefault(cls.__mro__[1], [])
-        proto.__dict__["stringReceived"] = mine.append
-
-    stock, ours = runBoth(change)
-    assert ours == stock
-    got = list(strings.values())
-    assert got[0] == got[1] and len(got[0]) > 0
+@pytest.mark.parametrize("change", sorted(CHANGES))
+@differential
+def test_a_change_after_the_first_chunk_is_seen(ns, trace, change):
+    cls = type("Proto", (ns.BinaryBoxProtocol,), {})
+    proto = cls(Receiver(trace))
+    connect(proto, trace, "P")
+    trickle(trace, proto, WIRE)
+    CHANGES[change](cls, proto, trace)
+    trace.add("changed", change)
+    trickle(trace, proto, WIRE * 2)
+    trace.add("state", proto.__dict__.get("_justStartedTLS"), proto.recvd)
 
 
-def test_classStringReceivedReplaced():
-    strings = {}
-
-    def change(cls, proto):
-        mine = strings.setdefault(cls.__mro__[1], [])
-        cls.stringReceived = lambda self, s: mine.append(s)
-
-    stock, ours = runBoth(change)
-    assert ours == stock
-    got = list(strings.values())
-    assert got[0] == got[1] and len(got[0]) > 0
-
-
-def test_instanceInnerProtocolWrittenDirectly():
-    relayed = {}
-
-    class Inner:
-        def __init__(self, sink):
-            self.dataReceived = sink.append
-
-    def change(cls, proto):
-        sink = relayed.setdefault(cls.__mro__[1], [])
-        proto.__dict__["innerProtocol"] = Inner(sink)
-
-    stock, ours = runBoth(change)
-    assert ours == stock
-    got = [b"".join(chunks) for chunks in relayed.values()]
-    assert got[0] == got[1] == WIRE * 2
-
-
-def test_classJustStartedTLSSetTrue():
-    def change(cls, proto):
-        cls._justStartedTLS = True
-
-    stock, ours = runBoth(change)
-    assert ours == stock
+@differential
+def test_nothing_changed_every_box_arrives(ns, trace):
+    proto = ns.BinaryBoxProtocol(Receiver(trace))
+    connect(proto, trace, "P")
+    trickle(trace, proto, WIRE * 3)
+    assert len([e for e in trace if e[0] == "box"]) == 3
