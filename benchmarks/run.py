@@ -59,7 +59,7 @@ import ampcore
 import workloads
 
 # pyperf's processes per round, values per process, seconds per value; rounds
-DEFAULT, ROUNDS = dict(processes=2, values=3, min_time=0.1), 4
+DEFAULT, ROUNDS = dict(processes=1, values=4, min_time=0.1), 4
 QUICK, QUICK_ROUNDS = dict(processes=1, values=2, min_time=0.05), 2
 # workloads.py's simple loop under --pypy
 PYPY = ["--warmup", "2", "--values", "7", "--min-time", "0.1"]
