@@ -10,11 +10,13 @@
  *   serialize.h    AmpBox.serialize in C, and ampcore.serialize()
  *   reader.h       the box reader: incremental box assembly
  *   boxparser.h    the BoxParser type, and ampcore.parse()
- *   core.h         the instance layout of the dispatcher and the protocol
- *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
- *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *   schema.h       Command schemas: compiled per class, cached, revalidated
  *   arguments.h    Command argument coding: make/parse Arguments/Response
+ *   core.h         the instance layout of the dispatcher and the protocol
+ *   failure.h      Twisted Failures from raised exceptions; unhandledError
+ *   responder.h    the responder side: call the responder, answer or fail
+ *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
+ *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *
  * This file is the module itself: multi-phase init (PEP 489), the method
  * table, and the exec slot that creates every heap type.  No global
@@ -29,11 +31,13 @@
 #include "serialize.h"
 #include "reader.h"
 #include "boxparser.h"
-#include "core.h"
-#include "dispatcher.h"
-#include "protocol.h"
 #include "schema.h"
 #include "arguments.h"
+#include "core.h"
+#include "failure.h"
+#include "responder.h"
+#include "dispatcher.h"
+#include "protocol.h"
 
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},

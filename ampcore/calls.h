@@ -170,8 +170,16 @@ static int
 bind_args(const arg_spec *spec, PyObject *const *args, Py_ssize_t nargs,
           PyObject *kwnames, PyObject **out, extra_keyword extra, void *ctx)
 {
-    Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t i, j, nkw;
     int has_extra = 0;
+    if (kwnames == NULL && nargs == spec->nparams) {
+        /* The common call: every parameter given by position. */
+        for (i = 0; i < nargs; i++) {
+            out[i] = args[i];
+        }
+        return 0;
+    }
+    nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs > spec->nparams) {
         raise_too_many(spec, nargs);
         return -1;

@@ -58,6 +58,9 @@ amp_buf_append(amp_buf *b, const unsigned char *data, size_t len)
 void
 amp_buf_consume(amp_buf *b, size_t n)
 {
+    if (n == 0) {
+        return;   /* a trickling peer: nothing to move, byte after byte */
+    }
     if (n >= b->len) {
         b->len = 0;
         /* Give back a large buffer once a big box is done: memory stays

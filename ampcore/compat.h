@@ -51,6 +51,38 @@ compat_weakref_refers_to(PyObject *ref, PyObject *obj)
 #endif
 }
 
+/*
+ * A tag that differs after any change to `dict` (values included), or 0
+ * where this CPython keeps none that an extension may read; callers that
+ * cache a fact about a dict's contents check the contents again when 0.
+ * Tags are globally unique, so a new dict at a freed one's address cannot
+ * match a cached tag.  CPython 3.12 deprecated the field (it is still kept
+ * up to date there and in 3.13); 3.14 drops it.
+ */
+#include <stdint.h>
+static inline uint64_t
+compat_dict_version(PyObject *dict)
+{
+#if PY_VERSION_HEX < 0x030E0000
+#  if defined(__GNUC__) || defined(__clang__)
+#    pragma GCC diagnostic push
+#    pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#  elif defined(_MSC_VER)
+#    pragma warning(push)
+#    pragma warning(disable: 4996)
+#  endif
+    return ((PyDictObject *)dict)->ma_version_tag;
+#  if defined(__GNUC__) || defined(__clang__)
+#    pragma GCC diagnostic pop
+#  elif defined(_MSC_VER)
+#    pragma warning(pop)
+#  endif
+#else
+    (void)dict;
+    return 0;
+#endif
+}
+
 /* Whether instances of `type` can carry attributes of their own (a
    `__dict__`), which could shadow what the type defines. */
 static inline int

@@ -14,6 +14,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>
+
 #include "reader.h"
 
 typedef struct {
@@ -21,6 +23,13 @@ typedef struct {
     box_reader reader;
     unsigned long long counter;  /* _counter: the last tag handed out */
     PyObject *recvd_set;         /* what a callback assigned to self.recvd */
+    /* What protocol.h saw frame as stock does, so that a trickling peer
+       does not pay for the checks on every chunk: the class's version tag
+       (or 0), and the instance dict (compared, never used) with its version
+       tag (or 0). */
+    unsigned int plain_class;
+    PyObject *plain_dict;
+    uint64_t plain_dict_version;
 } CoreObject;
 
 static PyObject *
@@ -34,6 +43,9 @@ Core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     reader_init(&self->reader);
     self->counter = 0;
     self->recvd_set = NULL;
+    self->plain_class = 0;
+    self->plain_dict = NULL;
+    self->plain_dict_version = 0;
     return (PyObject *)self;
 }
 

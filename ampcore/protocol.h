@@ -12,6 +12,7 @@
 #include <Python.h>
 
 #include "calls.h"
+#include "compat.h"
 #include "core.h"
 #include "reader.h"
 #include "serialize.h"
@@ -169,43 +170,79 @@ relay_to_inner(module_state *st, PyObject *self, PyObject *data)
     return rc < 0 ? -1 : 1;
 }
 
-/* Keep bytes that cannot be parsed now: 1 if kept (given while a box is
-   being delivered, or while paused), 0 if they are to be parsed now, -1 on
-   error. */
+/*
+ * Whether self's class keeps the stock values of what dataReceived reads
+ * on every call: _justStartedTLS False, innerProtocol None, paused False,
+ * stringReceived stock's, all plain class attributes read by the generic
+ * getattr.  Checked once per class version (the tag changes whenever the
+ * class or a base is modified).
+ */
 static int
-keep_for_later(module_state *st, CoreObject *self, const Py_buffer *view)
+class_is_plain(module_state *st, CoreObject *self)
 {
-    int paused;
-    if (reader_is_delivering(&self->reader)) {
-        /* Re-entered from a callback: queue behind what is being parsed. */
-        return reader_queue(&self->reader, view->buf, (size_t)view->len) < 0
-               ? -1 : 1;
+    PyTypeObject *tp = Py_TYPE(self);
+    unsigned int tag = compat_type_version(tp, st->str_paused);
+    if (tag != 0 && tag == self->plain_class) {
+        return 1;
     }
-    /* Stock frames nothing while paused, not even the first string. */
-    if ((paused = attr_true((PyObject *)self, st->str_paused)) <= 0) {
-        return paused;
+    if (tp->tp_getattro != PyObject_GenericGetAttr
+        || !compat_has_instance_dict(tp)
+        || compat_type_lookup(tp, st->str__justStartedTLS) != Py_False
+        || compat_type_lookup(tp, st->str_innerProtocol) != Py_None
+        || compat_type_lookup(tp, st->str_paused) != Py_False
+        || compat_type_lookup(tp, st->str_stringReceived)
+           != st->stock_stringReceived) {
+        return 0;
     }
-    return reader_hold(&self->reader, view->buf, (size_t)view->len) < 0 ? -1 : 1;
+    /* The lookups above gave the class a tag if it had none. */
+    self->plain_class = compat_type_version(tp, st->str_paused);
+    return 1;
 }
 
-/* BinaryBoxProtocol.dataReceived(data) */
-static PyObject *
-Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
-                      PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames)
+/* With a plain class: whether the instance's own attributes leave those
+   values as they are (a switch, a TLS start or a pause set them there).
+   1 if so, 0 if not, -1 on error. */
+static int
+instance_is_plain(module_state *st, CoreObject *self)
 {
-    module_state *st = state_from_class(cls);
-    PyObject *data, *me = (PyObject *)self;
-    protocol_ctx ctx = {st, me};
-    Py_buffer view;
-    reader_status rc;
-    int t;
-
-    if (bind_args(&dataReceived_spec, args, nargs, kwnames, &data, NULL,
-                  NULL) < 0) {
-        return NULL;
+    PyObject *dict = PyObject_GenericGetDict((PyObject *)self, NULL), *v;
+    uint64_t version;
+    int plain = 0;
+    if (dict == NULL) {
+        return -1;
     }
-    /* The first bytes after startTLS end the TLS hand-shake window. */
+    version = compat_dict_version(dict);
+    if (version != 0 && dict == self->plain_dict
+        && version == self->plain_dict_version) {
+        Py_DECREF(dict);
+        return 1;
+    }
+    if (((v = PyDict_GetItemWithError(dict, st->str__justStartedTLS)) == NULL
+         || v == Py_False) && !PyErr_Occurred()
+        && ((v = PyDict_GetItemWithError(dict, st->str_innerProtocol)) == NULL
+            || v == Py_None) && !PyErr_Occurred()
+        && ((v = PyDict_GetItemWithError(dict, st->str_paused)) == NULL
+            || v == Py_False) && !PyErr_Occurred()
+        && PyDict_GetItemWithError(dict, st->str_stringReceived) == NULL
+        && !PyErr_Occurred()) {
+        plain = 1;
+        self->plain_dict = dict;
+        self->plain_dict_version = version;
+    }
+    Py_DECREF(dict);
+    return PyErr_Occurred() ? -1 : plain;
+}
+
+/* The steps stock's dataReceived takes before framing, in its order, for
+   a protocol that is not plain: returns NULL to go on and frame here, or
+   the call's result (a new reference), or NULL with an exception set. */
+static PyObject *
+before_framing(module_state *st, CoreObject *self, PyObject *data)
+{
+    PyObject *me = (PyObject *)self;
+    int t;
+    /* BinaryBoxProtocol.dataReceived: the first bytes after startTLS end
+       the TLS hand-shake window. */
     if ((t = attr_true(me, st->str__justStartedTLS)) < 0
         || (t && PyObject_SetAttr(me, st->str__justStartedTLS, Py_False) < 0)) {
         return NULL;
@@ -216,12 +253,69 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
     if (!resolves_to(me, st->str_stringReceived, st->stock_stringReceived)) {
         return stock_framing(st, me, data);
     }
+    return NULL;
+}
+
+/* Keep bytes that cannot be parsed now: 1 if kept (given while a box is
+   being delivered, or while paused), 0 if they are to be parsed now, -1 on
+   error.  `check_paused` is 0 when self is known not to be paused. */
+static int
+keep_for_later(module_state *st, CoreObject *self, const unsigned char *buf,
+               size_t len, int check_paused)
+{
+    int paused;
+    if (reader_is_delivering(&self->reader)) {
+        /* Re-entered from a callback: queue behind what is being parsed. */
+        return reader_queue(&self->reader, buf, len) < 0 ? -1 : 1;
+    }
+    if (!check_paused) {
+        return 0;
+    }
+    /* Stock frames nothing while paused, not even the first string. */
+    if ((paused = attr_true((PyObject *)self, st->str_paused)) <= 0) {
+        return paused;
+    }
+    return reader_hold(&self->reader, buf, len) < 0 ? -1 : 1;
+}
+
+/* BinaryBoxProtocol.dataReceived(data) */
+static PyObject *
+Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
+                      PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames)
+{
+    module_state *st = state_from_class(cls);
+    PyObject *data, *me = (PyObject *)self, *r;
+    protocol_ctx ctx = {st, me};
+    Py_buffer view;
+    reader_status rc;
+    int plain, kept;
+
+    if (bind_args(&dataReceived_spec, args, nargs, kwnames, &data, NULL,
+                  NULL) < 0) {
+        return NULL;
+    }
+    /* One cheap check for the common case (a trickling peer pays it per
+       chunk); otherwise stock's steps, one by one. */
+    plain = class_is_plain(st, self);
+    if (plain && (plain = instance_is_plain(st, self)) < 0) {
+        return NULL;
+    }
+    if (!plain) {
+        if ((r = before_framing(st, self, data)) != NULL) {
+            return r;
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if ((t = keep_for_later(st, self, &view)) != 0) {
+    if ((kept = keep_for_later(st, self, view.buf, (size_t)view.len,
+                               !plain)) != 0) {
         PyBuffer_Release(&view);
-        return t < 0 ? NULL : Py_NewRef(Py_None);
+        return kept < 0 ? NULL : Py_NewRef(Py_None);
     }
     rc = reader_feed(&self->reader, st, view.buf, (size_t)view.len,
                      protocol_sink, &ctx);

@@ -31,7 +31,11 @@
     X(objects_to_strings, "twisted.protocols.amp", "_objectsToStrings") \
     X(strings_to_objects, "twisted.protocols.amp", "_stringsToObjects") \
     X(parseString, "twisted.protocols.amp", "parseString")              \
-    X(struct_pack, "struct", "pack")
+    X(struct_pack, "struct", "pack")                                    \
+    X(BadLocalReturn, "twisted.protocols.amp", "BadLocalReturn")        \
+    X(CommandLocator, "twisted.protocols.amp", "CommandLocator")        \
+    X(SimpleStringLocator, "twisted.protocols.amp", "SimpleStringLocator") \
+    X(UnknownRemoteError, "twisted.protocols.amp", "UnknownRemoteError")
 
 /* Stock implementations a C shortcut may stand in for, compared by
    identity before each shortcut: (field, module, class, attribute) */
@@ -43,7 +47,15 @@
     X(stock_stringReceived, "twisted.protocols.basic",                  \
       "StatefulStringProtocol", "stringReceived")                       \
     X(stock_int16_dataReceived, "twisted.protocols.basic",              \
-      "Int16StringReceiver", "dataReceived")
+      "Int16StringReceiver", "dataReceived")                            \
+    X(stock_locateResponder, "twisted.protocols.amp", "AMP",            \
+      "locateResponder")                                                \
+    X(stock_command_locateResponder, "twisted.protocols.amp",           \
+      "CommandLocator", "locateResponder")                              \
+    X(stock_string_locateResponder, "twisted.protocols.amp",            \
+      "SimpleStringLocator", "locateResponder")                         \
+    X(stock_wrapWithSerialization, "twisted.protocols.amp",             \
+      "CommandLocator", "_wrapWithSerialization")
 
 /* Interned attribute and method names: field str_NAME holds "NAME". */
 #define AMPCORE_NAMES(X)                                                \
@@ -67,7 +79,8 @@
     X(toString) X(fromString) X(optional) X(elementType) X(subargs)     \
     X(copy) X(get) X(update) X(keys) X(__iter__) X(__setitem__)         \
     X(__getitem__) X(__delitem__) X(MAX_LENGTH) X(prefixLength)         \
-    X(structFormat)
+    X(structFormat) X(_commandDispatch) X(_wrapWithSerialization)       \
+    X(allErrors) X(trap) X(f) X(result)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,

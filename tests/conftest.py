@@ -1,11 +1,12 @@
 """
 Shared pytest configuration for the ampcore differential suite.
 
-The helpers the test modules share live in C{_oracle.py} next to this file;
+The helpers the test modules share live in C{helpers.py} next to this file;
 this directory is put on C{sys.path} so they import it whatever pytest's
-import mode is.  Only this directory is added: the repository root (which
-holds the ampcore I{source} package, without its compiled extension) is
-deliberately not, so the tests exercise the installed ampcore.
+import mode is, and pytest rewrites the asserts in it as in the tests.  Only
+this directory is added: the repository root (which holds the ampcore
+I{source} package, without its compiled extension) is deliberately not, so
+the tests exercise the installed ampcore.
 """
 
 import os
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, settings
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+pytest.register_assert_rewrite("helpers")
 
 import ampcore  # noqa: E402
 

@@ -4,7 +4,8 @@ One side of a real-TCP AMP conversation, for tests/test_mixed_peers.py.
     python tests/peer.py server --impl stock|ampcore [--lifetime SECONDS]
     python tests/peer.py client --impl stock|ampcore --port PORT
 
-Both sides share the Commands below and one protocol class, built on
+Both sides share the Commands below (and L{Sum} and L{Fatal} from
+tests/helpers.py) and one protocol class, built on
 Twisted's own C{amp.AMP} (C{--impl stock}) or on C{ampcore.AMP}
 (C{--impl ampcore}; the C extension must be in use).  Only 127.0.0.1 is used.
 
@@ -41,6 +42,8 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from helpers import Fatal, Sum, answerBox, errorBox, wire
+
 HOST = "127.0.0.1"
 CALL_TIMEOUT = 10.0
 CLIENT_DEADLINE = 25.0
@@ -50,10 +53,6 @@ CLIENT_DEADLINE = 25.0
 
 class BadInput(Exception):
     """A declared error of Divide."""
-
-
-class Fatal(Exception):
-    """A declared fatal error of FatalExplode."""
 
 
 class NotDeclared(Exception):
@@ -152,11 +151,6 @@ class EchoAmpList(amp.Command):
             amp.AmpList([(b"name", amp.Unicode()), (b"total", amp.Integer())]),
         ),
     ]
-
-
-class Sum(amp.Command):
-    arguments = [(b"a", amp.Integer()), (b"b", amp.Integer())]
-    response = [(b"total", amp.Integer())]
 
 
 class SlowSum(amp.Command):
@@ -687,26 +681,11 @@ SCALAR_CASES = [
 ]
 
 
-def rawBox(*pairs):
-    """The wire form of a box, built by hand."""
-    out = b""
-    for key, value in pairs:
-        out += len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
-    return out + b"\x00\x00"
-
-
 RAW_CASES = [
     ("empty-box", b"\x00\x00"),
     ("key-too-long", b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00"),
-    ("unknown-answer-tag", rawBox((b"_answer", b"nope"), (b"x", b"1"))),
-    (
-        "unknown-error-tag",
-        rawBox(
-            (b"_error", b"nope"),
-            (b"_error_code", b"OOPS"),
-            (b"_error_description", b"described"),
-        ),
-    ),
+    ("unknown-answer-tag", wire(answerBox(b"nope", x=b"1"))),
+    ("unknown-error-tag", wire(errorBox(b"nope", b"OOPS", b"described"))),
 ]
 
 

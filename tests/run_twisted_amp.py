@@ -6,7 +6,7 @@ Twisted package) with ampcore installed into twisted.protocols.amp.
 
 install() runs before trial or the test module is imported, so every AMP
 class they define (trial's own worker protocols included) stands on
-ampcore's classes (amp-spec §5.4).  Exits with trial's status.
+ampcore's classes.  Exits with trial's status.
 """
 
 import sys

@@ -4,12 +4,12 @@ Differential tests: ampcore's wire codec against stock Twisted.
 Every test runs the same input through ampcore (C{serialize}, C{parse},
 C{BoxParser}) and through C{twisted.protocols.amp} (C{AmpBox.serialize},
 C{parseString}, C{BinaryBoxProtocol.dataReceived}) and compares.  The
-oracle helpers live in C{_oracle.py}; amp-spec section numbers refer to
-/work/shared/amp-spec.md.
+oracle helpers live in C{helpers.py}.
 """
 
 import array
 import gc
+import os
 import sys
 import types
 
@@ -19,25 +19,71 @@ from hypothesis import strategies as st
 from twisted.protocols import amp
 
 import ampcore
-from _oracle import (
-    PUREPYTHON,
-    RecordingBoxParser,
+from helpers import (
+    TOO_LONG_KEY,
+    TOO_LONG_VALUE,
+    ItemsListsBox,
+    ItemsListsDict,
     StockParser,
+    SubBox,
     assertSameBoxes,
-    badKeyLengths,
-    boxes,
     chunkings,
+    chunked,
     compareParse,
-    fixedChunks,
-    keyPositions,
+    recordingBoxParser,
     runDifferential,
-    serializeAll,
-    smallBoxes,
-    split,
     standardChunkings,
-    streams,
-    wireBox,
+    wire,
 )
+
+PUREPYTHON = os.environ.get("AMPCORE_PUREPYTHON", "") not in ("", "0")
+
+# ---- hypothesis strategies ------------------------------------------------
+
+keys = st.binary(min_size=1, max_size=255)
+# Mostly small values, some with a length prefix whose high byte is set
+# (legal for values, would be over-long for keys), a few of any legal size.
+values = st.one_of(
+    st.binary(max_size=24),
+    st.binary(min_size=256, max_size=300),
+    st.binary(max_size=0xFFFF),
+)
+boxes = st.dictionaries(keys, values, max_size=6).map(amp.AmpBox)
+smallBoxes = st.dictionaries(
+    st.binary(min_size=1, max_size=8), st.binary(max_size=8), max_size=4
+).map(amp.AmpBox)
+streams = st.lists(boxes, max_size=6)
+badKeyLengths = st.one_of(
+    st.sampled_from([0x100, 0x101, 0x1FF, 0x200, 0x8000, 0xFF00, 0xFFFF]),
+    st.integers(0x100, 0xFFFF),
+)
+
+
+def serializeAll(boxList):
+    return b"".join(amp.AmpBox.serialize(b) for b in boxList)
+
+
+def keyPositions(stream):
+    """
+    Offsets of every key-position length prefix in a well-formed stream:
+    the first string of each box, every later key and every terminator.
+    Returns (offset, boxesCompleteBefore) pairs.
+    """
+    positions = []
+    pos = 0
+    done = 0
+    while pos < len(stream):
+        positions.append((pos, done))
+        n = int.from_bytes(stream[pos : pos + 2], "big")
+        pos += 2 + n
+        if n == 0:
+            done += 1
+            continue
+        n = int.from_bytes(stream[pos : pos + 2], "big")
+        pos += 2 + n
+    positions.append((pos, done))  # where the next box would start
+    return positions
+
 
 BIG_KEY = b"k" * 255
 BIG_VALUE = bytes(range(256)) * 255 + b"\xfe" * 255  # 65535 bytes
@@ -147,14 +193,14 @@ def test_boxparser_matches_binaryboxprotocol(boxList, data):
 
 
 @pytest.mark.parametrize("name, chunker", [
-    ("whole", lambda d: [d]),
-    ("1-byte", lambda d: fixedChunks(d, 1)),
-    ("7-byte", lambda d: fixedChunks(d, 7)),
-    ("65535", lambda d: fixedChunks(d, 0xFFFF)),
-    ("mid-prefixes", lambda d: split(d, [1, 2, 3, 258, 259, 260, len(d) - 1])),
+    ("whole", lambda d: chunked(d)),
+    ("1-byte", lambda d: chunked(d, size=1)),
+    ("7-byte", lambda d: chunked(d, size=7)),
+    ("65535", lambda d: chunked(d, size=0xFFFF)),
+    ("mid-prefixes", lambda d: chunked(d, at=[1, 2, 3, 258, 259, 260, len(d) - 1])),
 ])
 def test_max_size_box_any_chunking(name, chunker):
-    """A 255-byte key with a 65535-byte value, between other boxes (P1)."""
+    """A 255-byte key with a 65535-byte value, between other boxes, cut anywhere."""
     boxList = [amp.AmpBox({b"x": b"y"}), MAX_SIZE_BOX, amp.AmpBox(), MAX_SIZE_BOX]
     stream = serializeAll(boxList)
     run = runDifferential(stream, chunker(stream))
@@ -188,7 +234,7 @@ def test_parse_non_contiguous_buffer():
 
 
 def test_parse_returns_fresh_boxes():
-    data = wireBox([(b"a", b"1")]) * 2
+    data = wire([(b"a", b"1")]) * 2
     first = ampcore.parse(data)
     assert first[0] is not first[1]
     first[0][b"a"] = b"changed"
@@ -206,7 +252,7 @@ def test_parse_returns_fresh_boxes():
     [(b"k" * 255, b"v" * 300), (b"k" * 255, b"")],
 ])
 def test_repeated_keys_last_value_wins(pairs):
-    stream = wireBox(pairs) + wireBox(pairs[::-1])
+    stream = wire(pairs) + wire(pairs[::-1])
     got = compareParse(stream)
     assert got[0] == dict(pairs)
     assert got[1] == dict(pairs[::-1])
@@ -223,13 +269,13 @@ def test_repeated_keys_last_value_wins(pairs):
     st.data(),
 )
 def test_repeated_keys_generated(pairs, data):
-    stream = wireBox(pairs) + wireBox([(b"z", b"z")])
+    stream = wire(pairs) + wire([(b"z", b"z")])
     got = compareParse(stream)
     assert got == [dict(pairs), {b"z": b"z"}]
     runDifferential(stream, data.draw(chunkings(stream)))
 
 
-# ==== over-long key prefixes (P3) ===========================================
+# ==== over-long key prefixes: lengthLimitExceeded ==========================
 
 
 @given(st.lists(smallBoxes, max_size=4), badKeyLengths, st.binary(max_size=3))
@@ -254,10 +300,10 @@ def test_overlong_key_prefix_at_every_key_position(boxList, badLength, tail):
     (b"\x01\x00", 0, 0),
     (b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00", 0, 0),
     (b"\xff\xff", 0, 0),
-    (wireBox([(b"a", b"b")]) + b"\x01\x00", 1, 8),
+    (wire([(b"a", b"b")]) + b"\x01\x00", 1, 8),
     (b"\x00\x00" + b"\x01\x00", 1, 2),
     (b"\x00\x01a\x00\x01b" + b"\x01\x00", 0, 6),  # a later key of a box
-    (wireBox([(b"a", b"b")]) + b"\x00\x01c\x00\x00" + b"\x02\x00", 1, 13),
+    (wire([(b"a", b"b")]) + b"\x00\x01c\x00\x00" + b"\x02\x00", 1, 13),
 ])
 def test_overlong_key_prefix_explicit(data, boxesBefore, offset):
     error = compareParse(data)
@@ -277,7 +323,7 @@ def test_overlong_key_prefix_stock_reports_again_on_later_feeds():
     mirrors: stock hits the same prefix again on each later dataReceived.
     """
     stock = StockParser()
-    for byte in fixedChunks(wireBox([(b"a", b"b")]) + b"\x01\x00", 1):
+    for byte in chunked(wire([(b"a", b"b")]) + b"\x01\x00", size=1):
         stock.feed(byte)
     assert stock.loseConnectionCalls == 1 and stock.limitLengths == [256]
     stock.feed(b"x")
@@ -286,14 +332,14 @@ def test_overlong_key_prefix_stock_reports_again_on_later_feeds():
 
 
 def test_overlong_key_prefix_boxparser_discards_later_data():
-    parser = RecordingBoxParser()
-    assert parser.feed(wireBox([(b"a", b"b")]) + b"\x00\x01c") == [{b"a": b"b"}]
+    parser = recordingBoxParser()
+    assert parser.feed(wire([(b"a", b"b")]) + b"\x00\x01c") == [{b"a": b"b"}]
     assert parser.feed(b"\x00\x01d\x03\x00rest") == []
     assert parser.keyLengthLimitExceeded is True
     assert parser.limitCalls == [0x300]
     frozen = parser.unprocessed
     assert frozen == b"\x00\x01c\x00\x01d\x03\x00rest"
-    for later in (b"", wireBox([(b"x", b"y")]), b"\x00" * 100000):
+    for later in (b"", wire([(b"x", b"y")]), b"\x00" * 100000):
         assert parser.feed(later) == []
         assert parser.unprocessed == frozen
     assert parser.limitCalls == [0x300] * 4
@@ -320,11 +366,11 @@ def test_value_prefixes_up_to_ffff_are_legal():
             assert run.limitLength is None and run.boxes == [box]
     # A value prefix of exactly 0xFFFF split byte by byte, then a next box.
     stream = amp.AmpBox.serialize(amp.AmpBox({b"k": b"\xff" * 0xFFFF})) + b"\x00\x00"
-    run = runDifferential(stream, split(stream, [3, 4, 5, 6]))
+    run = runDifferential(stream, chunked(stream, at=[3, 4, 5, 6]))
     assert len(run.boxes) == 2
 
 
-# ==== truncation at end of stream (P6) ======================================
+# ==== truncation at end of stream: the partial box stays buffered ==========
 
 
 @given(st.lists(boxes, max_size=2), boxes)
@@ -348,11 +394,11 @@ def test_truncation_at_every_offset(prefixBoxes, lastBox):
         if not complete:
             assert parser.feed(last[off:]) == [lastBox]
             assert parser.unprocessed == b""
-        run = runDifferential(data, split(data, [len(prefix), len(prefix) + off // 2]))
+        run = runDifferential(data, chunked(data, at=[len(prefix), len(prefix) + off // 2]))
         assert run.boxes == expected
     # One byte at a time checks `unprocessed` after every prefix of `last`.
     stream = prefix + last
-    run = runDifferential(stream, fixedChunks(stream, 1))
+    run = runDifferential(stream, chunked(stream, size=1))
     assert run.boxes == prefixBoxes + [lastBox]
 
 
@@ -393,7 +439,7 @@ def test_garbage(data, strategyData):
     runDifferential(data, chunks)
 
 
-# ==== serialize: the error matrix (B3/B4/B5) ================================
+# ==== serialize: AmpBox.serialize's errors, case by case ===================
 
 
 def compareSerialize(box):
@@ -426,17 +472,6 @@ def compareSerialize(box):
     assert type(got) is bytes
     assert got == expected
     return got
-
-
-class SubBox(amp.AmpBox):
-    __slots__ = ()
-
-
-class ItemsListsBox(amp.AmpBox):
-    """items() yields [key, value] lists; stock's unpacking accepts them."""
-
-    def items(self):
-        return [[k, v] for k, v in dict.items(self)]
 
 
 class ReversedItemsBox(dict):
@@ -479,10 +514,6 @@ class MappingLike:
         return list(self._pairs)
 
 
-LONG_VALUE = b"v" * 0x10000
-LONG_KEY = b"k" * 256
-
-
 def _manyKeys(n, **extra):
     box = {b"key%04d" % i: b"value%d" % i for i in range(n)}
     box.update(extra.get("update", {}))
@@ -496,14 +527,14 @@ SERIALIZE_CASES = {
     "str value before too-long key": {b"a": "s", b"b" * 256: b""},
     "too-long key before str value": {b"a" * 256: b"", b"b": "s"},
     "key 255 ok": {b"k" * 255: b"v"},
-    "key 256": {LONG_KEY: b"v"},
+    "key 256": {TOO_LONG_KEY: b"v"},
     "value 65535 ok": {b"k": b"v" * 0xFFFF},
-    "value 65536": {b"k": LONG_VALUE},
+    "value 65536": {b"k": TOO_LONG_VALUE},
     "value 65536 bytearray": {b"k": bytearray(0x10000)},
-    "value 65536 memoryview": {b"k": memoryview(LONG_VALUE)},
-    "key and value too long, same pair": {LONG_KEY: LONG_VALUE},
-    "too-long key sorts first": {b"a" * 256: b"", b"b": LONG_VALUE},
-    "too-long value sorts first": {b"a": LONG_VALUE, b"b" * 256: b""},
+    "value 65536 memoryview": {b"k": memoryview(TOO_LONG_VALUE)},
+    "key and value too long, same pair": {TOO_LONG_KEY: TOO_LONG_VALUE},
+    "too-long key sorts first": {b"a" * 256: b"", b"b": TOO_LONG_VALUE},
+    "too-long value sorts first": {b"a": TOO_LONG_VALUE, b"b" * 256: b""},
     "two too-long values": {b"b": b"2" * 0x10000, b"a": b"1" * 0x10001},
     "int value": {b"a": 1},
     "None value": {b"a": None},
@@ -530,14 +561,14 @@ SERIALIZE_CASES = {
     "empty AmpBox": amp.AmpBox(),
     "high bytes sort unsigned": {b"\xff": b"1", b"\x7f": b"2", b"\x80": b"3", b"\x00": b"4"},
     "prefix keys": {b"ab": b"1", b"a": b"2", b"a\x00": b"3", b"abc": b"4"},
-    "W1 order": {b"b": b"1", b"a": b"2", b"B": b"3", b"_ask": b"4"},
+    "bytewise key order": {b"b": b"1", b"a": b"2", b"B": b"3", b"_ask": b"4"},
     "16 keys": _manyKeys(16),
     "17 keys": _manyKeys(17),
     "1000 keys": _manyKeys(1000),
-    "40 keys, too-long value in the middle": _manyKeys(40) | {b"key0020x": LONG_VALUE},
+    "40 keys, too-long value in the middle": _manyKeys(40) | {b"key0020x": TOO_LONG_VALUE},
     "40 keys, too-long key in the middle": _manyKeys(40) | {b"key0020" + b"x" * 249: b""},
     "40 keys, str value in the middle": _manyKeys(40) | {b"key0020x": "s"},
-    "40 keys, two too-long": _manyKeys(40) | {b"key0030x": LONG_VALUE, b"key0010x": LONG_VALUE + b"!"},
+    "40 keys, two too-long": _manyKeys(40) | {b"key0030x": TOO_LONG_VALUE, b"key0010x": TOO_LONG_VALUE + b"!"},
 }
 
 
@@ -545,7 +576,7 @@ NON_MAPPING_CASES = {
     "None": None,
     "list": [(b"a", b"b")],
     "mapping-like object": MappingLike([(b"b", b"2"), (b"a", b"1")]),
-    "mapping-like too long": MappingLike([(b"a", LONG_VALUE)]),
+    "mapping-like too long": MappingLike([(b"a", TOO_LONG_VALUE)]),
 }
 
 
@@ -568,7 +599,7 @@ def test_serialize_non_mapping(name):
 
 
 def test_serialize_too_long_value_identity():
-    """B4: TooLong.value is the caller's object, not a copy."""
+    """TooLong.value is the caller's object, not a copy, as AmpBox.serialize raises it."""
     for value in (b"x" * 0x10000, bytearray(0x10000), memoryview(b"y" * 0x10001)):
         key = b"key"
         box = amp.AmpBox()
@@ -586,13 +617,14 @@ def test_serialize_too_long_value_identity():
     assert info.value.isKey is True and info.value.isLocal is True
 
 
-def test_serialize_items_override_honoured():
+@pytest.mark.parametrize("container", [ItemsListsBox, ItemsListsDict])
+def test_serialize_items_override_honoured(container):
     """
     AmpBox.serialize works from self.items(); a subclass's items() yielding
-    [key, value] lists is accepted by stock.
+    [key, value] lists is accepted by stock, of AmpBox or of a plain dict.
     """
-    box = ItemsListsBox({b"b": b"2", b"a": b"1"})
-    assert compareSerialize(box) == wireBox([(b"a", b"1"), (b"b", b"2")])
+    box = container({b"b": b"2", b"a": b"1"})
+    assert compareSerialize(box) == wire([(b"a", b"1"), (b"b", b"2")])
 
 
 @pytest.mark.parametrize("pairs", [
@@ -639,7 +671,7 @@ def test_serialize_many_keys(pairs):
 
 
 def test_feed_accepts_bytes_like():
-    data = wireBox([(b"a", b"b")]) + wireBox([(b"c", b"d")])
+    data = wire([(b"a", b"b")]) + wire([(b"c", b"d")])
     expected = amp.parseString(data)
     for convert in (bytes, bytearray, memoryview, lambda d: array.array("B", d)):
         parser = ampcore.BoxParser()
@@ -651,7 +683,7 @@ def test_feed_accepts_bytes_like():
 
 
 def test_feed_copies_mutable_input():
-    data = wireBox([(b"key", b"value")])
+    data = wire([(b"key", b"value")])
     chunk = bytearray(data[:7])
     parser = ampcore.BoxParser()
     assert parser.feed(chunk) == []
@@ -673,10 +705,10 @@ def test_feed_bad_types_leave_parser_usable():
 
 def test_boxparser_returned_boxes_independent():
     parser = ampcore.BoxParser()
-    first = parser.feed(wireBox([(b"a", b"1")]))
+    first = parser.feed(wire([(b"a", b"1")]))
     first[0][b"a"] = b"mutated"
     first[0][b"new"] = b"x"
-    second = parser.feed(wireBox([(b"a", b"1")]))
+    second = parser.feed(wire([(b"a", b"1")]))
     assert second == [{b"a": b"1"}]
     assert first[0] is not second[0]
 
@@ -809,7 +841,7 @@ def test_unprocessed_bounded_by_one_box():
     for chunkSize in (1, 5, 64, 1000):
         parser = ampcore.BoxParser()
         got = []
-        for chunk in fixedChunks(stream, chunkSize):
+        for chunk in chunked(stream, size=chunkSize):
             got += parser.feed(chunk)
             pending = len(parser.unprocessed)
             # The bytes of the box in progress only (a box is never complete

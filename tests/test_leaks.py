@@ -1,18 +1,18 @@
 """
-Reference and memory leak checks for ampcore's C code (they run against the
-fallback too, where they are merely cheap).
+Reference and memory leak checks for ampcore's C code: the codec (serialize,
+parse, BoxParser) and the dispatcher and protocol cores.
 
-Every operation, success and error paths alike, is run in a loop; then:
+Each test runs one step, success and error paths alike, many times over
+with L{assertNoLeaks}, which measures every window of iterations the same
+way: the interpreter's reference total on a debug CPython
+(C{sys.gettotalrefcount}, which CI's python3.11-dbg run has), the count of
+live pymalloc blocks, and where a test asks, tracemalloc's traced total
+(which also sees large objects), the resident size (which also sees the
+plain-malloc byte buffers of the C parser) and the reference counts of
+the objects the C code is handed.
 
-- the count of live pymalloc blocks (sys.getallocatedblocks) and, on a
-  debug build, the interpreter-wide reference total (sys.gettotalrefcount)
-  must not grow past a small bound after a warmup;
-- nor must tracemalloc's traced total, which also sees large objects;
-- the parser's own byte buffer is plain malloc, invisible to tracemalloc,
-  so parsers holding a large partial box are created and dropped many times
-  while the process's resident size is watched;
-- and the reference counts of the specific objects the C code touches (the
-  caller's values, input buffers, the heap types) must come back unchanged.
+The codec checks run against the fallback too, where they are merely
+cheap; the protocol checks need the C extension.
 """
 
 import gc
@@ -22,13 +22,102 @@ import sys
 import tracemalloc
 
 import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python import failure, log
 
 import ampcore
+from helpers import (
+    TOO_LONG_KEY,
+    TOO_LONG_VALUE,
+    Hello,
+    ItemsListsBox,
+    ItemsListsDict,
+    Pump,
+    SubBox,
+    makeClasses,
+    needsExtension,
+)
 
-# These checks are for the C code; against the stock-backed fallback they
-# only need to run briefly (stock Twisted is far slower per call).
+# The codec checks are for the C code; against the stock-backed fallback
+# they only need to run briefly (stock Twisted is far slower per call).
 SCALE = 10 if ampcore.HAS_C_EXTENSION else 1
+
+# Growth tolerated per window, whatever its length: a leak of one object or
+# reference per iteration would be at least 500 (most windows are far
+# longer).
+MAX_REFS = 500
+MAX_BLOCKS = 500
+
+
+def _rss():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def assertNoLeaks(step, iterations, *, warmup, maxBytes=None, maxRss=None, watched=None,
+                  windows=2):
+    """
+    Call C{step()} C{warmup} times, then C{windows} times C{iterations}
+    times.  Across each window (after C{gc.collect()} at both ends):
+
+    - the interpreter's reference total (C{sys.gettotalrefcount}, debug
+      CPython only) must grow by less than L{MAX_REFS};
+    - the count of live pymalloc blocks (C{sys.getallocatedblocks}) by less
+      than L{MAX_BLOCKS};
+    - with C{maxBytes}, the memory tracemalloc traces by less than that
+      (tracing starts before the warm-up, so caches that fill then do not
+      count);
+    - with C{maxRss}, the process's resident size by less than that;
+    - with C{watched} (name -> object), the reference count of each object
+      not at all.
+
+    Every window is checked: a leak grows in each, a cache warming up only
+    during the warm-up.
+    """
+    measures = {"allocated blocks": (sys.getallocatedblocks, MAX_BLOCKS)}
+    if hasattr(sys, "gettotalrefcount"):
+        measures["reference total"] = (sys.gettotalrefcount, MAX_REFS)
+    if maxBytes is not None:
+        measures["traced memory"] = (lambda: tracemalloc.get_traced_memory()[0], maxBytes)
+    if maxRss is not None:
+        measures["resident size"] = (_rss, maxRss)
+    watched = watched or {}
+
+    def snapshot():
+        gc.collect()
+        values = {name: measure() for name, (measure, _) in measures.items()}
+        refcounts = {name: sys.getrefcount(obj) for name, obj in watched.items()}
+        return values, refcounts
+
+    if maxBytes is not None:
+        tracemalloc.start()
+    try:
+        for _ in range(warmup):
+            step()
+        for window in range(windows):
+            before, refsBefore = snapshot()
+            for _ in range(iterations):
+                step()
+            after, refsAfter = snapshot()
+            for name, (_, limit) in measures.items():
+                growth = after[name] - before[name]
+                assert growth < limit, (
+                    f"{name} grew by {growth} over {iterations} iterations "
+                    f"(window {window + 1} of {windows})"
+                )
+            assert refsAfter == refsBefore, f"window {window + 1} of {windows}"
+    finally:
+        if maxBytes is not None:
+            tracemalloc.stop()
+
+
+# ---- the codec ------------------------------------------------------------------------
+
 
 class ParserSub(ampcore.BoxParser):
     calls = 0
@@ -42,24 +131,13 @@ class RaisingParser(ampcore.BoxParser):
         raise ValueError(length)
 
 
-class SubBox(amp.AmpBox):
-    __slots__ = ()
-
-
-class ListItemsBox(dict):
-    def items(self):
-        return [[k, v] for k, v in dict.items(self)]
-
-
 SMALL = amp.AmpBox({b"_ask": b"1", b"_command": b"hello", b"hello": b"x"})
 MANY = amp.AmpBox({b"key%02d" % i: b"v" * i for i in range(40)})
 STREAM = (ampcore.serialize(SMALL) + ampcore.serialize(MANY)) * 3
-LONG_VALUE = b"v" * 0x10000
-LONG_KEY = b"k" * 256
 TOO_LONG_BOXES = [
-    {LONG_KEY: b""},
-    amp.AmpBox({b"a": LONG_VALUE}),
-    dict(MANY) | {b"key20x": LONG_VALUE},
+    {TOO_LONG_KEY: b""},
+    amp.AmpBox({b"a": TOO_LONG_VALUE}),
+    dict(MANY) | {b"key20x": TOO_LONG_VALUE},
     SubBox({b"a": bytearray(0x10000)}),
 ]
 ERROR_BOXES = [
@@ -70,9 +148,13 @@ ERROR_BOXES = [
     {b"a": b"", "b": b""},
     {b"a": [1]},
     None,
-    ListItemsBox({b"a": b"b"}),
 ]
-GOOD_GENERAL = [SubBox(SMALL), {b"a": bytearray(b"xy"), b"b": memoryview(b"z")}]
+GOOD_GENERAL = [
+    SubBox(SMALL),
+    {b"a": bytearray(b"xy"), b"b": memoryview(b"z")},
+    ItemsListsBox({b"a": b"b"}),
+    ItemsListsDict({b"a": b"b"}),
+]
 PARSE_ERRORS = [
     STREAM + b"\x01\x00",
     b"\x00\x01a\x00\x01b\x01\x00",
@@ -81,7 +163,7 @@ PARSE_ERRORS = [
 ]
 
 
-def exercise():
+def exerciseCodec():
     # serialize: fast path, heap path, general path, error paths
     ampcore.serialize(SMALL)
     ampcore.serialize(MANY)
@@ -123,56 +205,22 @@ def exercise():
         pass
 
 
-def _growth(measure, iterations, body, rounds=2):
-    """
-    How much C{measure()} grows over C{iterations} calls of C{body}: the
-    smallest growth of a few rounds, since a real leak grows in every round
-    while a cache warming up (in Twisted, say) only does once.
-    """
-    growths = []
-    for _ in range(rounds):
-        gc.collect()
-        before = measure()
-        for _ in range(iterations):
-            body()
-        gc.collect()
-        growths.append(measure() - before)
-    return min(growths)
+def test_codec_paths_do_not_leak():
+    """Every codec path, 1000 times a window (10 with the fallback)."""
+    assertNoLeaks(exerciseCodec, 1000 * SCALE, warmup=30 * SCALE)
 
 
-def test_no_leaks():
+def test_codec_paths_do_not_leak_traced_memory():
     """
-    Every path, 10000 times (C extension): the count of live small-object
-    blocks, and on debug builds the reference total, must not grow; a leak
-    of one object per iteration would be thousands.
+    Every codec path again under tracemalloc, which also sees large objects
+    (a leaked 64 KB value, say); one leaked object per iteration would be at
+    least 16 KB a window (C extension).
     """
-    for _ in range(30 * SCALE):
-        exercise()
-    if hasattr(sys, "gettotalrefcount"):
-        growth = _growth(sys.gettotalrefcount, 1000 * SCALE, exercise)
-        assert growth < 500, f"reference total grew by {growth}"
-    growth = _growth(sys.getallocatedblocks, 1000 * SCALE, exercise)
-    assert growth < 500, f"allocated blocks grew by {growth}"
+    assertNoLeaks(exerciseCodec, 50 * SCALE, warmup=100, maxBytes=8 * 1024)
 
 
-def test_no_leaks_tracemalloc():
-    """
-    Every path again under tracemalloc, which also sees large objects (a
-    leaked 64 KB value, say); one leaked object per iteration would be at
-    least 16 KB (500 iterations, C extension).
-    """
-    tracemalloc.start()
-    try:
-        for _ in range(100):
-            exercise()
-        growth = _growth(lambda: tracemalloc.get_traced_memory()[0], 50 * SCALE, exercise)
-    finally:
-        tracemalloc.stop()
-    assert growth < 8 * 1024, f"traced memory grew by {growth} bytes"
-
-
-def test_no_leaks_simple_ops_many_iterations():
-    """The cheapest operations, 20000 times each (C extension)."""
+def test_simple_codec_operations_do_not_leak_over_many_iterations():
+    """The cheapest operations, 20000 times a window (C extension)."""
     data = ampcore.serialize(SMALL)
     bad = b"\x01\x00"
 
@@ -184,25 +232,14 @@ def test_no_leaks_simple_ops_many_iterations():
         except AttributeError:
             pass
         try:
-            ampcore.serialize({b"a": LONG_VALUE})
+            ampcore.serialize({b"a": TOO_LONG_VALUE})
         except amp.TooLong:
             pass
         p = ampcore.BoxParser()
         p.feed(data[:5])
         p.feed(data[5:])
 
-    for _ in range(100 * SCALE):
-        once()
-    growth = _growth(sys.getallocatedblocks, 2000 * SCALE, once)
-    assert growth < 500, f"allocated blocks grew by {growth}"
-
-
-def _rss():
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assertNoLeaks(once, 2000 * SCALE, warmup=100 * SCALE)
 
 
 @pytest.mark.skipif(
@@ -210,11 +247,12 @@ def _rss():
     reason="AddressSanitizer quarantines freed memory, so RSS grows by design; "
     "the same test runs in the plain builds",
 )
-def test_parser_buffers_freed():
+def test_parser_buffers_are_freed():
     """
     Parsers dropped while holding most of a 64 KB box (and parsers that saw
-    an over-long prefix after buffering) must free their byte buffers.
-    2000 leaked buffers would be well over 100 MB.
+    an over-long prefix after buffering) must free their byte buffers,
+    which are plain malloc, invisible to tracemalloc.  2000 leaked buffers
+    would be well over 100 MB.
     """
     big = ampcore.serialize(amp.AmpBox({b"k": b"x" * 0xFFFF}))
 
@@ -228,18 +266,15 @@ def test_parser_buffers_freed():
         q.feed(b"\x01\x00")
         q.feed(b"z" * 1000)
 
-    for _ in range(50):
-        once()
-    gc.collect()
-    before = _rss()
-    for _ in range(2000):
-        once()
-    gc.collect()
-    growth = _rss() - before
-    assert growth < 40 * 1024 * 1024, f"RSS grew by {growth} bytes"
+    assertNoLeaks(once, 2000, warmup=50, maxRss=40 * 1024 * 1024)
 
 
-def test_refcounts_of_touched_objects():
+def test_reference_counts_of_touched_objects_come_back():
+    """
+    The caller's values, the input buffers and the types the C code uses
+    have the same reference counts after 500 more operations; and the
+    bytearray's buffer export was released every time.
+    """
     value = b"w" * 0x10000
     key = b"the-key"
     inputs = bytes(STREAM)
@@ -279,14 +314,118 @@ def test_refcounts_of_touched_objects():
             p.feed(b"\xff\xff")
             p.feed(ba)
 
-    once()
-    gc.collect()
-    before = {name: sys.getrefcount(obj) for name, obj in watched.items()}
-    for _ in range(500):
-        once()
-    gc.collect()
-    after = {name: sys.getrefcount(obj) for name, obj in watched.items()}
-    assert after == before
+    assertNoLeaks(once, 500, warmup=1, watched=watched)
     # The bytearray's buffer export was released every time: it can resize.
     ba.append(0)
     ba.pop()
+
+
+# ---- the dispatcher and protocol cores -------------------------------------------------------
+
+# One leaked object per iteration of a window (2000) would be ~100 KB or more.
+PROTOCOL_ITERATIONS = 2000
+PROTOCOL_WARMUP = 300
+PROTOCOL_MAX_BYTES = 24 * 1024
+
+EchoPeer = makeClasses(ampcore.AMP).EchoPeer
+
+
+@pytest.fixture
+def quietLogs(monkeypatch):
+    """Logged failures must not pile up in a log buffer during the loops."""
+    monkeypatch.setattr(amp, "_log", Logger(observer=lambda event: None), raising=False)
+    monkeypatch.setattr(log, "err", lambda *a, **k: None)
+
+
+def connected():
+    """Two connected EchoPeers, and the Pump between them."""
+    client, server = EchoPeer(), EchoPeer()
+    return client, server, Pump(client, server)
+
+
+def assertProtocolStepDoesNotLeak(step):
+    assertNoLeaks(step, PROTOCOL_ITERATIONS, warmup=PROTOCOL_WARMUP,
+                  maxBytes=PROTOCOL_MAX_BYTES)
+
+
+def swallow(f):
+    return None
+
+
+@needsExtension()
+def test_round_trips_do_not_leak(quietLogs):
+    client, server, pump = connected()
+
+    def step():
+        results = []
+        client.callRemote(Hello, hello=b"x").addCallback(results.append)
+        client.callRemoteString(b"echo", value=b"v").addCallback(results.append)
+        client.callRemote(Hello, hello=b"declared").addErrback(results.append)
+        client.callRemoteString(b"nosuch").addErrback(results.append)
+        pump.pump(disconnect=False)
+        assert len(results) == 4
+
+    assertProtocolStepDoesNotLeak(step)
+
+
+@needsExtension()
+def test_failing_responders_do_not_leak(quietLogs):
+    def step():
+        client, server, pump = connected()
+        client.callRemote(Hello, hello=b"undeclared").addErrback(swallow)
+        client.callRemoteString(b"none").addErrback(swallow)
+        pump.pump(disconnect=False)
+        client.connectionLost(failure.Failure(ConnectionDone()))
+        server.connectionLost(failure.Failure(ConnectionDone()))
+
+    assertProtocolStepDoesNotLeak(step)
+
+
+@needsExtension()
+def test_bad_input_does_not_leak(quietLogs):
+    def step():
+        client, server, pump = connected()
+        for data in (
+            b"\x00\x00",  # empty box: NoEmptyBoxes
+            amp.AmpBox({b"_answer": b"ffff"}).serialize(),  # unknown tag
+            amp.AmpBox({b"_ask": b"1"}).serialize(),  # ask without command
+        ):
+            with pytest.raises((amp.NoEmptyBoxes, KeyError)):
+                server.dataReceived(data)
+            server.recvd = b""
+        d = client.callRemote(Hello, hello=b"x")
+        d.addErrback(swallow)
+        # An error box without a description: KeyError, request dropped.
+        with pytest.raises(KeyError):
+            client.dataReceived(amp.AmpBox({b"_error": b"1", b"_error_code": b"X"}).serialize())
+        with pytest.raises(amp.TooLong):
+            client.callRemoteString(b"echo", value=b"x" * 65536)
+        with pytest.raises(TypeError):
+            client.callRemoteString(b"echo", value="str")
+        with pytest.raises(UnicodeEncodeError):
+            client.callRemoteString(b"echo", **{"\u00e9": b"x"})
+        d = client.callRemote(Hello, hello=b"y")
+        d.addErrback(swallow)
+        server.dataReceived(b"\x00\x05hello\x01\x00")  # over-long key prefix
+        server.dataReceived(b"more")
+        client.connectionLost(failure.Failure(ConnectionDone()))
+        server.connectionLost(failure.Failure(ConnectionDone()))
+        with pytest.raises(amp.ProtocolSwitched):
+            server._locked = True
+            server.sendBox(amp.AmpBox(a=b"b"))
+
+    assertProtocolStepDoesNotLeak(step)
+
+
+@needsExtension()
+def test_partial_boxes_do_not_leak(quietLogs):
+    payload = amp.AmpBox(_command=b"echo", _ask=b"1", value=b"v" * 300).serialize()
+
+    def step():
+        client, server, pump = connected()
+        for i in range(0, len(payload), 7):
+            server.dataReceived(payload[i : i + 7])
+        server.dataReceived(payload[:100])  # left half-received
+        server.connectionLost(failure.Failure(ConnectionDone()))
+
+    assertProtocolStepDoesNotLeak(step)

@@ -28,6 +28,7 @@ import time
 import pytest
 
 import ampcore
+from helpers import needsExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -46,18 +47,12 @@ COMBINATIONS = [
 ]
 BASELINE = ("stock", "stock")
 
-needsExtension = pytest.mark.skipif(
-    not ampcore.HAS_C_EXTENSION,
-    reason="ampcore falls back to stock Twisted: no ampcore peer to run",
-)
-
-
 def combinationParams(combinations):
     return [
         pytest.param(
             combo,
             id=f"{combo[0]}-client-{combo[1]}-server",
-            marks=[needsExtension] if "ampcore" in combo else [],
+            marks=[needsExtension()] if "ampcore" in combo else [],
         )
         for combo in combinations
     ]
@@ -316,7 +311,7 @@ def test_stock_transcript_covers_the_interesting_cases(runs):
         "pipelined/300": '{"ok": [',
         "Explode": '"error": "twisted.protocols.amp.UnknownRemoteError"',
         "Explode/connection": "twisted.internet.error.ConnectionDone",
-        "FatalExplode": '"error": "__main__.Fatal"',
+        "FatalExplode": '"error": "helpers.Fatal"',
         "FatalExplode/connection": "twisted.internet.error.ConnectionDone",
         "BadReturn": '"error": "twisted.protocols.amp.UnknownRemoteError"',
         "unknown/callRemoteString-noanswer/connection": '"connection": "lost"',

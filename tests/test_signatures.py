@@ -8,10 +8,9 @@ import pytest
 from twisted.protocols import amp
 
 import ampcore
+from helpers import needsExtension
 
-pytestmark = pytest.mark.skipif(
-    not ampcore.HAS_C_EXTENSION, reason="nothing of ours to compare"
-)
+pytestmark = needsExtension()
 
 BAD_CALLS = [
     ("_sendBoxCommand", (), {}),

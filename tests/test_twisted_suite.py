@@ -12,19 +12,14 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-import ampcore
+from helpers import needsExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-pytestmark = pytest.mark.skipif(
-    not ampcore.HAS_C_EXTENSION,
-    reason="ampcore falls back to stock Twisted: nothing of ours to run it on",
-)
+pytestmark = needsExtension()
 
 
-def run_trial(*args, env=None):
+def runTrial(*args, env=None):
     return subprocess.run(
         [sys.executable, os.path.join(HERE, "run_twisted_amp.py"), *args],
         capture_output=True,
@@ -35,7 +30,7 @@ def run_trial(*args, env=None):
 
 
 def test_twisted_test_amp_passes_with_ampcore_installed():
-    result = run_trial()
+    result = runTrial()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     ran = re.search(r"^Ran (\d+) tests", output, re.MULTILINE)
@@ -49,8 +44,9 @@ def test_twisted_test_amp_passes_with_ampcore_installed():
 def test_twisted_test_amp_in_distributed_trial_workers(tmp_path):
     """
     trial -j2: the manager and its worker processes talk AMP to each other,
-    so with ampcore installed in every process (through sitecustomize, as
-    amp-spec §5.4 recipe 3 does) that channel runs on ampcore too.
+    so with ampcore installed in every process (by a sitecustomize that
+    calls ampcore.install() at interpreter start-up) that channel runs on
+    ampcore too.
     """
     site = os.path.join(HERE, "sitecustomize_dir")
     env = dict(os.environ)
