@@ -15,6 +15,7 @@
  *   core.h         the instance layout of the dispatcher and the protocol
  *   failure.h      Twisted Failures from raised exceptions; unhandledError
  *   responder.h    the responder side: call the responder, answer or fail
+ *   client.h       the client side: send commands, callRemote, answers
  *   dispatcher.h   DispatcherCore: BoxDispatcher's methods
  *   protocol.h     ProtocolCore: BinaryBoxProtocol's dataReceived, sendBox
  *
@@ -36,6 +37,7 @@
 #include "core.h"
 #include "failure.h"
 #include "responder.h"
+#include "client.h"
 #include "dispatcher.h"
 #include "protocol.h"
 
@@ -95,6 +97,17 @@ ampcore_exec(PyObject *module)
         return -1;
     }
     Py_INCREF(st->counter_descr);
+    /* callRemote codes in C while _sendBoxCommand is still this one. */
+    st->core_sendBoxCommand = PyDict_GetItemWithError(
+        st->DispatcherCoreType->tp_dict, st->str__sendBoxCommand);
+    if (st->core_sendBoxCommand == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError,
+                            "DispatcherCore has no _sendBoxCommand");
+        }
+        return -1;
+    }
+    Py_INCREF(st->core_sendBoxCommand);
     return 0;
 }
 

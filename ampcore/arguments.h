@@ -46,6 +46,7 @@
 
 #include "calls.h"
 #include "compat.h"
+#include "failure.h"
 #include "reader.h"
 #include "schema.h"
 #include "serialize.h"
@@ -85,14 +86,7 @@ raise_with(PyObject *exc_type, PyObject *message)
 static PyObject *
 fail_with_error(module_state *st)
 {
-    PyObject *type, *value, *tb, *failure, *d;
-    compat_fetch_exception(&type, &value, &tb);
-    failure = PyObject_CallFunctionObjArgs(st->Failure, value ? value : Py_None,
-                                           type ? type : Py_None,
-                                           tb ? tb : Py_None, NULL);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    PyObject *failure = failure_from_error(st), *d;
     if (failure == NULL) {
         return NULL;
     }

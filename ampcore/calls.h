@@ -44,6 +44,29 @@ call1_void(PyObject *obj, PyObject *name, PyObject *arg)
     return 0;
 }
 
+/* func(self, *args, **kw) for a vectorcall's arguments (the caller's
+   args cannot be assumed to have room for self in front). */
+static PyObject *
+call_with_self(PyObject *func, PyObject *self, PyObject *const *args,
+               Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *small[8], **stack = small, *r;
+    Py_ssize_t i, n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (n + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))
+        && (stack = PyMem_New(PyObject *, (size_t)n + 1)) == NULL) {
+        return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (i = 0; i < n; i++) {
+        stack[i + 1] = args[i];
+    }
+    r = PyObject_Vectorcall(func, stack, (size_t)nargs + 1, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return r;
+}
+
 /* 1 if getattr(obj, name) is truthy, 0 if not, -1 on error. */
 static int
 attr_true(PyObject *obj, PyObject *name)

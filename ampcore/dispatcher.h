@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "calls.h"
+#include "client.h"
 #include "core.h"
 #include "failure.h"
 #include "responder.h"
@@ -115,8 +116,7 @@ Dispatcher_sendBoxCommand(CoreObject *self, PyTypeObject *cls,
                           PyObject *kwnames)
 {
     module_state *st = state_from_class(cls);
-    PyObject *a[3], *reason, *tag = NULL, *sender = NULL, *r, *d = NULL;
-    PyObject *table, *me = (PyObject *)self;
+    PyObject *a[3];
     int wants;
 
     if (bind_args(&_sendBoxCommand_spec, args, nargs, kwnames, a, NULL, NULL) < 0) {
@@ -126,65 +126,7 @@ Dispatcher_sendBoxCommand(CoreObject *self, PyTypeObject *cls,
     if (wants < 0) {
         return NULL;
     }
-    reason = PyObject_GetAttr(me, st->str__failAllReason);
-    if (reason == NULL) {
-        return NULL;
-    }
-    if (reason != Py_None) {
-        /* Nothing is sent and no tag is used after failAllOutgoing. */
-        r = wants ? PyObject_CallOneArg(st->fail, reason) : Py_NewRef(Py_None);
-        Py_DECREF(reason);
-        return r;
-    }
-    Py_DECREF(reason);
-    if (PyObject_SetItem(a[1], st->b_COMMAND, a[0]) < 0) {
-        return NULL;
-    }
-    if ((tag = call0(me, st->str__nextTag)) == NULL) {
-        return NULL;
-    }
-    if (wants && PyObject_SetItem(a[1], st->b_ASK, tag) < 0) {
-        goto error;
-    }
-    if ((sender = PyObject_GetAttr(me, st->str_boxSender)) == NULL) {
-        goto error;
-    }
-    if (resolves_to(a[1], st->str__sendTo, st->stock_sendTo)) {
-        /* AmpBox._sendTo is exactly sender.sendBox(box). */
-        r = call1(sender, st->str_sendBox, a[1]);
-    }
-    else {
-        r = call1(a[1], st->str__sendTo, sender);
-    }
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
-    if (!wants) {
-        Py_DECREF(tag);
-        Py_DECREF(sender);
-        Py_RETURN_NONE;
-    }
-    /* Registered only after a successful send, as stock does. */
-    if ((d = PyObject_CallNoArgs(st->Deferred)) == NULL) {
-        goto error;
-    }
-    if ((table = PyObject_GetAttr(me, st->str__outstandingRequests)) == NULL) {
-        goto error;
-    }
-    if (PyObject_SetItem(table, tag, d) < 0) {
-        Py_DECREF(table);
-        goto error;
-    }
-    Py_DECREF(table);
-    Py_DECREF(tag);
-    Py_DECREF(sender);
-    return d;
-error:
-    Py_XDECREF(tag);
-    Py_XDECREF(sender);
-    Py_XDECREF(d);
-    return NULL;
+    return send_box_command(st, (PyObject *)self, a[0], a[1], wants, NULL);
 }
 
 /* The **kw of callRemoteString, into the box: Box(kw) turns str keys into
@@ -230,6 +172,31 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     return r;
 }
 
+/* question.errback(reason), for failAllOutgoing; for a request callRemote
+   sent from C, with what _massageError makes of the failure. */
+static int
+fail_request(module_state *st, CoreObject *self, PyObject *tag,
+             PyObject *question, PyObject *reason)
+{
+    PyObject *schema, *command, *failure;
+    int rc = recall_call(self, tag, question, &schema, &command);
+    if (rc <= 0) {
+        return rc < 0 ? -1 : call1_void(question, st->str_errback, reason);
+    }
+    /* Deferred.errback(reason) wraps what is not a Failure in one. */
+    if (PyObject_TypeCheck(reason, (PyTypeObject *)st->Failure)) {
+        failure = Py_NewRef(reason);
+    }
+    else {
+        failure = PyObject_CallOneArg(st->Failure, reason);
+    }
+    rc = failure ? fail_call(st, question, schema, command, failure) : -1;
+    Py_XDECREF(failure);
+    Py_DECREF(schema);
+    Py_DECREF(command);
+    return rc;
+}
+
 /* BoxDispatcher.failAllOutgoing(reason) */
 static PyObject *
 Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
@@ -271,11 +238,14 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
             rc = -1;
         }
         else {
-            rc = call1_void(PyTuple_GET_ITEM(pair, 1), st->str_errback, a[0]);
+            rc = fail_request(st, self, PyTuple_GET_ITEM(pair, 0),
+                              PyTuple_GET_ITEM(pair, 1), a[0]);
         }
         Py_DECREF(pair);
     }
     Py_DECREF(it);
+    /* Requests sent from C whose entries someone else removed. */
+    Py_CLEAR(self->calls);
     if (rc < 0 || PyErr_Occurred()) {
         return NULL;
     }
@@ -302,21 +272,22 @@ Dispatcher_stopReceivingBoxes(CoreObject *self, PyTypeObject *cls,
    chain, in the order BoxDispatcher._answerReceived and _errorReceived
    do it. */
 static PyObject *
-take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key)
+take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key,
+             PyObject **tag)
 {
-    PyObject *table, *tag, *question, *eb;
+    PyObject *table, *question, *eb;
     int rc;
     if ((table = PyObject_GetAttr(self, st->str__outstandingRequests)) == NULL) {
         return NULL;
     }
-    if ((tag = PyObject_GetItem(box, key)) == NULL) {
+    if ((*tag = PyObject_GetItem(box, key)) == NULL) {
         Py_DECREF(table);
         return NULL;
     }
-    question = pop_request(st, table, tag);
+    question = pop_request(st, table, *tag);
     Py_DECREF(table);
-    Py_DECREF(tag);
     if (question == NULL) {
+        Py_CLEAR(*tag);
         return NULL;
     }
     if ((eb = PyObject_GetAttr(self, st->str_unhandledError)) == NULL) {
@@ -327,6 +298,7 @@ take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key)
     Py_DECREF(eb);
     if (rc < 0) {
         Py_DECREF(question);
+        Py_CLEAR(*tag);
         return NULL;
     }
     return question;
@@ -335,12 +307,23 @@ take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key)
 static int
 answer_received(module_state *st, PyObject *self, PyObject *box)
 {
-    PyObject *question = take_request(st, self, box, st->b_ANSWER);
+    PyObject *tag, *question = take_request(st, self, box, st->b_ANSWER, &tag);
+    PyObject *schema, *command;
     int rc;
     if (question == NULL) {
         return -1;
     }
-    rc = call1_void(question, st->str_callback, box);
+    rc = recall_call((CoreObject *)self, tag, question, &schema, &command);
+    Py_DECREF(tag);
+    if (rc > 0) {
+        /* Sent by callRemote from C: parseResponse's work, here. */
+        rc = answer_call(st, self, question, schema, command, box);
+        Py_DECREF(schema);
+        Py_DECREF(command);
+    }
+    else if (rc == 0) {
+        rc = call1_void(question, st->str_callback, box);
+    }
     Py_DECREF(question);
     return rc;
 }
@@ -349,11 +332,16 @@ static int
 error_received(module_state *st, PyObject *self, PyObject *box)
 {
     PyObject *question, *code = NULL, *desc = NULL, *exc_type, *exc = NULL;
-    PyObject *failure;
-    int rc = -1, known;
+    PyObject *failure, *tag, *schema = NULL, *command = NULL;
+    int rc = -1, known, mine;
 
-    if ((question = take_request(st, self, box, st->b_ERROR)) == NULL) {
+    if ((question = take_request(st, self, box, st->b_ERROR, &tag)) == NULL) {
         return -1;
+    }
+    mine = recall_call((CoreObject *)self, tag, question, &schema, &command);
+    Py_DECREF(tag);
+    if (mine < 0) {
+        goto done;
     }
     /* A box without code or description leaves this request unanswered
        for ever, as BoxDispatcher._errorReceived does. */
@@ -387,10 +375,18 @@ error_received(module_state *st, PyObject *self, PyObject *box)
     if ((failure = PyObject_CallOneArg(st->Failure, exc)) == NULL) {
         goto done;
     }
-    rc = call1_void(question, st->str_errback, failure);
+    if (mine) {
+        /* Sent by callRemote from C: _massageError's work, here. */
+        rc = fail_call(st, question, schema, command, failure);
+    }
+    else {
+        rc = call1_void(question, st->str_errback, failure);
+    }
     Py_DECREF(failure);
 done:
     Py_DECREF(question);
+    Py_XDECREF(schema);
+    Py_XDECREF(command);
     Py_XDECREF(code);
     Py_XDECREF(desc);
     Py_XDECREF(exc);
@@ -544,6 +540,8 @@ static PyMethodDef Dispatcher_methods[] = {
            "Return the next tag for an _ask key: lowercase hex bytes from 1."),
     CORE_METHOD("_sendBoxCommand", Dispatcher_sendBoxCommand,
            "_sendBoxCommand(command, box, requiresAnswer=True)"),
+    CORE_METHOD("callRemote", Dispatcher_callRemote,
+                "callRemote(commandType, *a, **kw)"),
     CORE_METHOD("callRemoteString", Dispatcher_callRemoteString,
            "callRemoteString(command, requiresAnswer=True, **kw)"),
     CORE_METHOD("failAllOutgoing", Dispatcher_failAllOutgoing,

@@ -12,9 +12,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "arguments.h"
 #include "calls.h"
 #include "compat.h"
 #include "failure.h"
+#include "schema.h"
 #include "state.h"
 
 /* The closures _commandReceived puts on a responder's Deferred. */
@@ -302,39 +304,9 @@ unhandled_command(module_state *st, PyObject *cmd, PyObject **deferred)
  * Deferred chain stock builds only for results that need one.
  */
 
-/* Command.parseArguments(box, proto) for a Command served from C. */
-static PyObject *
-command_parse_arguments(module_state *st, PyObject *command, PyObject *box,
-                        PyObject *proto)
-{
-    return PyObject_CallMethodObjArgs(command, st->str_parseArguments, box,
-                                      proto, NULL);
-}
-
-/* Command.makeResponse(objects, proto) for a Command served from C. */
-static PyObject *
-command_make_response(module_state *st, PyObject *command, PyObject *objects,
-                      PyObject *proto)
-{
-    return PyObject_CallMethodObjArgs(command, st->str_makeResponse, objects,
-                                      proto, NULL);
-}
-
-/* Whether `command` codes as stock's Command does on the responder side:
-   its parseArguments and makeResponse are Command's own. */
-static int
-command_serves_stock(module_state *st, PyObject *command)
-{
-    PyTypeObject *base = (PyTypeObject *)st->Command, *tp;
-    if (!PyType_Check(command)
-        || !PyType_IsSubtype((tp = (PyTypeObject *)command), base)) {
-        return 0;
-    }
-    return compat_type_lookup(tp, st->str_parseArguments)
-               == compat_type_lookup(base, st->str_parseArguments)
-           && compat_type_lookup(tp, st->str_makeResponse)
-               == compat_type_lookup(base, st->str_makeResponse);
-}
+/* What the responder side needs of a Command class to stand in for
+   stock's code: Command's own parseArguments and makeResponse. */
+#define SERVER_STOCK (STOCK_PARSE_ARGUMENTS | STOCK_MAKE_RESPONSE)
 
 /* Whether self locates responders as stock AMP does: AMP.locateResponder,
    which asks CommandLocator then SimpleStringLocator, with
@@ -354,8 +326,8 @@ locates_as_stock(module_state *st, PyObject *self)
 }
 
 /* The arguments of the closures below: (proto, responder function,
-   command), as _wrapWithSerialization's `doit` holds them. */
-enum { SERVE_PROTO, SERVE_RESPONDER, SERVE_COMMAND };
+   command, its schema), as _wrapWithSerialization's `doit` holds them. */
+enum { SERVE_PROTO, SERVE_RESPONDER, SERVE_COMMAND, SERVE_SCHEMA };
 
 static const char *const objects_params[] = {"objects"};
 static const arg_spec makeResponseFor_spec = {
@@ -409,9 +381,22 @@ make_response_for(PyObject *serve, PyTypeObject *cls, PyObject *const *args,
                   NULL) < 0) {
         return NULL;
     }
-    response = command_make_response(st, PyTuple_GET_ITEM(serve, SERVE_COMMAND),
-                                     objects,
-                                     PyTuple_GET_ITEM(serve, SERVE_PROTO));
+    response = schema_make_response(st, PyTuple_GET_ITEM(serve, SERVE_SCHEMA),
+                                    PyTuple_GET_ITEM(serve, SERVE_COMMAND),
+                                    objects,
+                                    PyTuple_GET_ITEM(serve, SERVE_PROTO));
+    if (response == NULL
+        && schema_response_all_stock(PyTuple_GET_ITEM(serve, SERVE_SCHEMA))
+        && PyErr_ExceptionMatches(PyExc_Exception)) {
+        /* BadLocalReturn's text carries the brief traceback of the error,
+           which C code has none of: make the response again with stock's
+           Python code (the stock classes' code on the same values), so
+           that the error raised carries stock's frames. */
+        PyErr_Clear();
+        response = PyObject_CallFunctionObjArgs(
+            st->stock_makeResponse, PyTuple_GET_ITEM(serve, SERVE_COMMAND),
+            objects, PyTuple_GET_ITEM(serve, SERVE_PROTO), NULL);
+    }
     if (response == NULL) {
         raise_bad_local_return(st, serve, objects);
     }
@@ -534,7 +519,8 @@ failed_serving(module_state *st, PyObject *serve)
  */
 static PyObject *
 serve_command(module_state *st, PyObject *self, PyObject *box,
-              PyObject *command, PyObject *responder, PyObject **plain)
+              PyObject *command, PyObject *schema, PyObject *responder,
+              PyObject **plain)
 {
     PyObject *kw, *result, *serve, *d = NULL;
     int respond = 1;
@@ -543,7 +529,7 @@ serve_command(module_state *st, PyObject *self, PyObject *box,
     /* An error here is doit's own: maybeDeferred fails with it, and
        checkKnownErrors never sees it.  That includes an argument named f,
        which doit's maybeDeferred(aCallable, **kw) takes for its own. */
-    kw = command_parse_arguments(st, command, box, self);
+    kw = schema_parse_arguments(st, schema, command, box, self);
     if (kw != NULL && PyDict_Check(kw)) {
         int clash = PyDict_Contains(kw, st->str_f);
         if (clash != 0) {
@@ -563,7 +549,7 @@ serve_command(module_state *st, PyObject *self, PyObject *box,
         Py_DECREF(failure);
         return d;
     }
-    if ((serve = PyTuple_Pack(3, self, responder, command)) == NULL) {
+    if ((serve = PyTuple_Pack(4, self, responder, command, schema)) == NULL) {
         Py_DECREF(kw);
         return NULL;
     }
@@ -647,11 +633,23 @@ dispatch_located(module_state *st, PyObject *self, PyObject *box,
         return NULL;
     }
     if (found && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2
-        && command_serves_stock(st, PyTuple_GET_ITEM(entry, 0))) {
-        d = serve_command(st, self, box, PyTuple_GET_ITEM(entry, 0),
-                          PyTuple_GET_ITEM(entry, 1), plain);
-        Py_DECREF(entry);
-        return d;
+        && PyType_Check(PyTuple_GET_ITEM(entry, 0))
+        && PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(entry, 0),
+                            (PyTypeObject *)st->Command)) {
+        PyObject *command = PyTuple_GET_ITEM(entry, 0);
+        PyObject *schema = command_schema(st, command);
+        if (schema == NULL) {
+            Py_DECREF(entry);
+            return NULL;
+        }
+        if ((schema_stock(schema) & SERVER_STOCK) == SERVER_STOCK) {
+            d = serve_command(st, self, box, command, schema,
+                              PyTuple_GET_ITEM(entry, 1), plain);
+            Py_DECREF(schema);
+            Py_DECREF(entry);
+            return d;
+        }
+        Py_DECREF(schema);
     }
     Py_XDECREF(entry);
     if (found) {

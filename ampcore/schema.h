@@ -370,6 +370,23 @@ unsupported:
     return COMPILE_UNSUPPORTED;
 }
 
+/* Whether every argument of the list, nested ones included, is coded by
+   the stock classes' code alone (no argument's own methods run). */
+static int
+arglist_all_stock(const arglist *al)
+{
+    Py_ssize_t i;
+    for (i = 0; al != NULL && i < al->n; i++) {
+        if (al->entries[i].kind == KIND_PY
+            || (al->entries[i].kind == KIND_LISTOF
+                && al->entries[i].elem_kind == KIND_PY)
+            || !arglist_all_stock(al->entries[i].sub)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* ==== the schema object ================================================= */
 
 /* The class attributes a schema records: (index, name, is_value).  Values
@@ -845,6 +862,15 @@ static inline unsigned int
 schema_stock(PyObject *schema)
 {
     return ((SchemaObject *)schema)->stock;
+}
+
+/* Whether making this schema's response runs no argument's own code: then
+   doing it again has no effect beyond its result. */
+static inline int
+schema_response_all_stock(PyObject *schema)
+{
+    SchemaObject *s = (SchemaObject *)schema;
+    return s->mode == SCHEMA_COMPILED && arglist_all_stock(s->response);
 }
 
 /* Whether the operations on this schema's class run in C (not the

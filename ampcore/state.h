@@ -55,7 +55,9 @@
     X(stock_string_locateResponder, "twisted.protocols.amp",            \
       "SimpleStringLocator", "locateResponder")                         \
     X(stock_wrapWithSerialization, "twisted.protocols.amp",             \
-      "CommandLocator", "_wrapWithSerialization")
+      "CommandLocator", "_wrapWithSerialization")                       \
+    X(stock_callRemote, "twisted.protocols.amp", "BoxDispatcher",       \
+      "callRemote")
 
 /* Interned attribute and method names: field str_NAME holds "NAME". */
 #define AMPCORE_NAMES(X)                                                \
@@ -142,6 +144,7 @@ typedef struct {
     PyTypeObject *ProtocolCoreType;
     PyTypeObject *SchemaType;
     PyObject *counter_descr;       /* DispatcherCore's _counter getset */
+    PyObject *core_sendBoxCommand; /* DispatcherCore's _sendBoxCommand */
     /* From Twisted. */
     PyTypeObject *AmpBox;          /* twisted.protocols.amp.AmpBox */
     PyObject *amp_module;          /* for amp._log, looked up at call time */
@@ -307,6 +310,7 @@ state_traverse(module_state *st, visitproc visit, void *arg)
     Py_VISIT(st->DispatcherCoreType);
     Py_VISIT(st->ProtocolCoreType);
     Py_VISIT(st->counter_descr);
+    Py_VISIT(st->core_sendBoxCommand);
     Py_VISIT(st->AmpBox);
     Py_VISIT(st->amp_module);
     Py_VISIT(st->unpack_pair);
@@ -360,6 +364,7 @@ state_clear(module_state *st)
     Py_CLEAR(st->DispatcherCoreType);
     Py_CLEAR(st->ProtocolCoreType);
     Py_CLEAR(st->counter_descr);
+    Py_CLEAR(st->core_sendBoxCommand);
     Py_CLEAR(st->AmpBox);
     Py_CLEAR(st->amp_module);
     Py_CLEAR(st->unpack_pair);
