@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "calls.h"
+#include "codec.h"
 #include "compat.h"
 #include "failure.h"
 #include "reader.h"
@@ -428,7 +429,8 @@ fast_to_string(module_state *st, arg_kind kind, PyObject *obj, PyObject **out)
 {
     char buf[32];
     long long x;
-    int overflow, t;
+    int overflow;
+    size_t t;
     char *repr;
 
     *out = NULL;
@@ -440,8 +442,8 @@ fast_to_string(module_state *st, arg_kind kind, PyObject *obj, PyObject **out)
             if (overflow) {
                 return 0;
             }
-            t = snprintf(buf, sizeof(buf), "%lld", x);
-            *out = PyBytes_FromStringAndSize(buf, t);
+            t = amp_format_decimal(buf, x);
+            *out = PyBytes_FromStringAndSize(buf, (Py_ssize_t)t);
             return *out ? 1 : -1;
         }
         if (PyBool_Check(obj)) {

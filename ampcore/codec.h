@@ -112,6 +112,46 @@ int amp_buf_append(amp_buf *b, const unsigned char *data, size_t len);
 /* Drop the first n bytes. */
 void amp_buf_consume(amp_buf *b, size_t n);
 
+/* ---- numbers as text -------------------------------------------------- */
+
+/* Write v in lowercase hex (a tag, as b"%x" writes it) or in decimal, with
+   a leading '-' for the negative (an Integer value, as b"%d" writes it),
+   to out, which holds at least 21 bytes.  Returns the bytes written. */
+static inline size_t
+amp_format_hex(char *out, unsigned long long v)
+{
+    char tmp[16];
+    size_t n = 0, i;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 0xF];
+        v >>= 4;
+    } while (v != 0);
+    for (i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
+static inline size_t
+amp_format_decimal(char *out, long long value)
+{
+    char tmp[20];
+    unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value
+                                     : (unsigned long long)value;
+    size_t n = 0, i, sign = value < 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    if (sign) {
+        out[0] = '-';
+    }
+    for (i = 0; i < n; i++) {
+        out[sign + i] = tmp[n - 1 - i];
+    }
+    return sign + n;
+}
+
 /* ---- serializing ------------------------------------------------------ */
 
 typedef struct {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "calls.h"
+#include "codec.h"
 #include "client.h"
 #include "core.h"
 #include "failure.h"
@@ -78,8 +79,8 @@ Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
                    Py_ssize_t nargs, PyObject *kwnames)
 {
     module_state *st = state_from_class(cls);
-    char tag[2 * sizeof(self->counter) + 1];
-    int n;
+    char tag[24];
+    size_t n;
     if (bind_args(&_nextTag_spec, args, nargs, kwnames, NULL, NULL, NULL) < 0) {
         return NULL;
     }
@@ -105,8 +106,8 @@ Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
     }
     /* Lowercase hex, no prefix, from 1, as stock's b"%x" % counter. */
     self->counter++;
-    n = snprintf(tag, sizeof(tag), "%llx", self->counter);
-    return PyBytes_FromStringAndSize(tag, n);
+    n = amp_format_hex(tag, self->counter);
+    return PyBytes_FromStringAndSize(tag, (Py_ssize_t)n);
 }
 
 /* BoxDispatcher._sendBoxCommand(command, box, requiresAnswer=True) */

@@ -608,6 +608,53 @@ serve_command(module_state *st, PyObject *self, PyObject *box,
     return d;
 }
 
+/* twisted.python.compat.nativeString(s): Twisted's own for anything but
+   exact bytes and str. */
+static PyObject *
+native_string(module_state *st, PyObject *s)
+{
+    if (PyBytes_CheckExact(s)) {
+        return PyUnicode_DecodeASCII(PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s),
+                                     NULL);
+    }
+    if (PyUnicode_CheckExact(s)) {
+        PyObject *ascii = PyUnicode_AsASCIIString(s);
+        if (ascii == NULL) {
+            return NULL;
+        }
+        Py_DECREF(ascii);
+        return Py_NewRef(s);
+    }
+    return PyObject_CallOneArg(st->nativeString, s);
+}
+
+/* SimpleStringLocator.locateResponder(self, name): getattr(self,
+   nativeString(self.baseDispatchPrefix + name.upper()), None). */
+static PyObject *
+locate_string_responder(module_state *st, PyObject *self, PyObject *name)
+{
+    PyObject *prefix, *upper = NULL, *joined = NULL, *fname = NULL;
+    PyObject *responder = NULL;
+
+    if ((prefix = PyObject_GetAttr(self, st->str_baseDispatchPrefix)) == NULL) {
+        return NULL;
+    }
+    if ((upper = call0(name, st->str_upper)) != NULL
+        && (joined = PyNumber_Add(prefix, upper)) != NULL
+        && (fname = native_string(st, joined)) != NULL) {
+        responder = PyObject_GetAttr(self, fname);
+        if (responder == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            responder = Py_NewRef(Py_None);
+        }
+    }
+    Py_DECREF(prefix);
+    Py_XDECREF(upper);
+    Py_XDECREF(joined);
+    Py_XDECREF(fname);
+    return responder;
+}
+
 /*
  * AMP.locateResponder(cmd) for a locator that locates as stock does, with
  * a Command's responder served from C when its coding is stock's: returns
@@ -618,7 +665,7 @@ static PyObject *
 dispatch_located(module_state *st, PyObject *self, PyObject *box,
                  PyObject *cmd, PyObject **plain)
 {
-    PyObject *table, *entry, *responder, *callargs[2] = {self, cmd}, *d;
+    PyObject *table, *entry, *responder, *d;
     int found;
 
     *plain = NULL;
@@ -658,8 +705,7 @@ dispatch_located(module_state *st, PyObject *self, PyObject *box,
     }
     else {
         /* AMP.locateResponder's second choice, amp_<NAME> methods. */
-        responder = PyObject_Vectorcall(st->stock_string_locateResponder,
-                                        callargs, 2, NULL);
+        responder = locate_string_responder(st, self, cmd);
     }
     if (responder == NULL) {
         return NULL;

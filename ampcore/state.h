@@ -35,7 +35,8 @@
     X(BadLocalReturn, "twisted.protocols.amp", "BadLocalReturn")        \
     X(CommandLocator, "twisted.protocols.amp", "CommandLocator")        \
     X(SimpleStringLocator, "twisted.protocols.amp", "SimpleStringLocator") \
-    X(UnknownRemoteError, "twisted.protocols.amp", "UnknownRemoteError")
+    X(UnknownRemoteError, "twisted.protocols.amp", "UnknownRemoteError") \
+    X(nativeString, "twisted.python.compat", "nativeString")
 
 /* Stock implementations a C shortcut may stand in for, compared by
    identity before each shortcut: (field, module, class, attribute) */
@@ -82,7 +83,7 @@
     X(copy) X(get) X(update) X(keys) X(__iter__) X(__setitem__)         \
     X(__getitem__) X(__delitem__) X(MAX_LENGTH) X(prefixLength)         \
     X(structFormat) X(_commandDispatch) X(_wrapWithSerialization)       \
-    X(allErrors) X(trap) X(f) X(result)
+    X(allErrors) X(trap) X(f) X(result) X(baseDispatchPrefix) X(upper)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
