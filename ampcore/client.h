@@ -2,10 +2,10 @@
  * ampcore._ampcore: the client side of BoxDispatcher.  Sending a command
  * (BoxDispatcher._sendBoxCommand), and callRemote for a Command whose
  * construction, _doCommand, makeArguments and parseResponse are
- * Command's own: its arguments are coded in C (arguments.h), and its
- * Deferred is fired from C with the decoded answer, or with the failure
- * Command._doCommand's _massageError would give.  Any other command takes
- * stock's BoxDispatcher.callRemote.
+ * Command's own: its arguments are coded in C (arguments.h), and the
+ * Deferred returned carries, as stock's does, the parsing of the answer
+ * and _massageError, here as C callbacks.  Any other command takes stock's
+ * BoxDispatcher.callRemote.
  */
 #ifndef AMPCORE_CLIENT_H
 #define AMPCORE_CLIENT_H
@@ -31,24 +31,24 @@
 /*
  * BoxDispatcher._sendBoxCommand(command, box, requiresAnswer): the
  * Deferred registered for the answer (a new reference), None, a failed
- * Deferred after failAllOutgoing, or NULL.  For a registered request,
- * *tag_out (if given) receives its tag, a new reference; else NULL.
+ * Deferred after failAllOutgoing, or NULL.  requiresAnswer's truth is
+ * taken where stock's `if requiresAnswer:` takes it, each time.
  */
 static PyObject *
 send_box_command(module_state *st, PyObject *self, PyObject *command,
-                 PyObject *box, int wants, PyObject **tag_out)
+                 PyObject *box, PyObject *requires)
 {
     PyObject *reason, *tag = NULL, *sender = NULL, *r, *d = NULL, *table;
+    int wants;
 
-    if (tag_out != NULL) {
-        *tag_out = NULL;
-    }
     if ((reason = PyObject_GetAttr(self, st->str__failAllReason)) == NULL) {
         return NULL;
     }
     if (reason != Py_None) {
         /* Nothing is sent and no tag is used after failAllOutgoing. */
-        r = wants ? PyObject_CallOneArg(st->fail, reason) : Py_NewRef(Py_None);
+        wants = PyObject_IsTrue(requires);
+        r = wants < 0 ? NULL
+            : wants ? PyObject_CallOneArg(st->fail, reason) : Py_NewRef(Py_None);
         Py_DECREF(reason);
         return r;
     }
@@ -59,7 +59,8 @@ send_box_command(module_state *st, PyObject *self, PyObject *command,
     if ((tag = call0(self, st->str__nextTag)) == NULL) {
         return NULL;
     }
-    if (wants && PyObject_SetItem(box, st->b_ASK, tag) < 0) {
+    if ((wants = PyObject_IsTrue(requires)) < 0
+        || (wants && PyObject_SetItem(box, st->b_ASK, tag) < 0)) {
         goto error;
     }
     if ((sender = PyObject_GetAttr(self, st->str_boxSender)) == NULL) {
@@ -77,9 +78,9 @@ send_box_command(module_state *st, PyObject *self, PyObject *command,
         goto error;
     }
     Py_DECREF(r);
-    if (!wants) {
+    if ((wants = PyObject_IsTrue(requires)) <= 0) {
         Py_DECREF(tag);
-        Py_RETURN_NONE;
+        return wants < 0 ? NULL : Py_NewRef(Py_None);
     }
     /* Registered only after a successful send, as stock does. */
     if ((d = PyObject_CallNoArgs(st->Deferred)) == NULL) {
@@ -93,78 +94,13 @@ send_box_command(module_state *st, PyObject *self, PyObject *command,
         goto error;
     }
     Py_DECREF(table);
-    if (tag_out != NULL) {
-        *tag_out = tag;
-    }
-    else {
-        Py_DECREF(tag);
-    }
+    Py_DECREF(tag);
     return d;
 error:
     Py_XDECREF(tag);
     Py_XDECREF(sender);
     Py_XDECREF(d);
     return NULL;
-}
-
-/* ==== the calls callRemote sent from C ==================================
- *
- * Beside _outstandingRequests (tag -> Deferred, as stock keeps it), the
- * core keeps tag -> (Deferred, schema, Command class) for the requests
- * whose answers C decodes.  An answer is decoded only if the Deferred
- * popped from _outstandingRequests is the one recorded here, so that code
- * replacing entries of that table gets stock's behaviour.
- */
-
-enum { CALL_DEFERRED, CALL_SCHEMA, CALL_COMMAND };
-
-static int
-remember_call(CoreObject *self, PyObject *tag, PyObject *d, PyObject *schema,
-              PyObject *command)
-{
-    PyObject *entry;
-    int rc;
-    if (self->calls == NULL && (self->calls = PyDict_New()) == NULL) {
-        return -1;
-    }
-    if ((entry = PyTuple_Pack(3, d, schema, command)) == NULL) {
-        return -1;
-    }
-    rc = PyDict_SetItem(self->calls, tag, entry);
-    Py_DECREF(entry);
-    return rc;
-}
-
-/*
- * Take the call recorded for `tag` if its Deferred is `question`: 1 with
- * new references in *schema and *command, 0 if there is none, -1 on error.
- * The record is dropped either way.
- */
-static int
-recall_call(CoreObject *self, PyObject *tag, PyObject *question,
-            PyObject **schema, PyObject **command)
-{
-    PyObject *entry;
-    int mine;
-    *schema = *command = NULL;
-    if (self->calls == NULL || !PyDict_CheckExact(self->calls)) {
-        return 0;
-    }
-    entry = PyDict_GetItemWithError(self->calls, tag);
-    if (entry == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    mine = PyTuple_GET_ITEM(entry, CALL_DEFERRED) == question;
-    if (mine) {
-        *schema = Py_NewRef(PyTuple_GET_ITEM(entry, CALL_SCHEMA));
-        *command = Py_NewRef(PyTuple_GET_ITEM(entry, CALL_COMMAND));
-    }
-    if (PyDict_DelItem(self->calls, tag) < 0) {
-        Py_CLEAR(*schema);
-        Py_CLEAR(*command);
-        return -1;
-    }
-    return mine;
 }
 
 /* ==== answers ============================================================ */
@@ -213,52 +149,18 @@ massage_error(module_state *st, PyObject *schema, PyObject *command,
     return result;
 }
 
-/* question.errback(what _massageError makes of `failure`): 0, or -1. */
-static int
-fail_call(module_state *st, PyObject *question, PyObject *schema,
-          PyObject *command, PyObject *failure)
-{
-    PyObject *massaged = massage_error(st, schema, command, failure);
-    int rc;
-    if (massaged == NULL) {
-        return -1;
-    }
-    rc = call1_void(question, st->str_errback, massaged);
-    Py_DECREF(massaged);
-    return rc;
-}
+/* The closures Command._doCommand chains, bound to (schema, Command class,
+   proto). */
+enum { CALL_SCHEMA, CALL_COMMAND, CALL_PROTO };
 
-/* An answer box to a call sent from C: fire its Deferred with the parsed
-   response, or with the failure parseResponse's exception gives. */
-static int
-answer_call(module_state *st, PyObject *self, PyObject *question,
-            PyObject *schema, PyObject *command, PyObject *box)
-{
-    PyObject *response = schema_parse_response(st, schema, command, box, self);
-    PyObject *failure;
-    int rc;
-    if (response != NULL) {
-        rc = call1_void(question, st->str_callback, response);
-        Py_DECREF(response);
-        return rc;
-    }
-    if ((failure = failure_from_error(st)) == NULL) {
-        return -1;
-    }
-    rc = fail_call(st, question, schema, command, failure);
-    Py_DECREF(failure);
-    return rc;
-}
-
-/* ==== callRemote ========================================================= */
-
-/* _massageError(error), bound to (schema, Command class): for a request
-   that failed before it was sent (after failAllOutgoing), where stock's
-   _doCommand chains it on the failed Deferred. */
+static const char *const answer_params[] = {"box"};
 static const char *const massage_params[] = {"error"};
+static const arg_spec parseResponseCallback_spec = {
+    "Command.parseResponse", answer_params, 1, 1, 0};
 static const arg_spec massageError_spec = {
     "Command._doCommand.<locals>._massageError", massage_params, 1, 1, 0};
 
+/* _massageError(error) */
 static PyObject *
 massage_errback(PyObject *call, PyTypeObject *cls, PyObject *const *args,
                 Py_ssize_t nargs, PyObject *kwnames)
@@ -268,33 +170,80 @@ massage_errback(PyObject *call, PyTypeObject *cls, PyObject *const *args,
                   NULL) < 0) {
         return NULL;
     }
-    return massage_error(state_from_class(cls), PyTuple_GET_ITEM(call, 0),
-                         PyTuple_GET_ITEM(call, 1), error);
+    return massage_error(state_from_class(cls), PyTuple_GET_ITEM(call, CALL_SCHEMA),
+                         PyTuple_GET_ITEM(call, CALL_COMMAND), error);
 }
 
+/*
+ * parseResponse(box, proto), and what _massageError makes of its error:
+ * stock chains the two as a callback and the next errback; with no other
+ * callback between them, returning the massaged Failure from here is the
+ * same chain in one step.
+ */
+static PyObject *
+parse_response_callback(PyObject *call, PyTypeObject *cls,
+                        PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
+{
+    module_state *st = state_from_class(cls);
+    PyObject *box, *response, *failure, *massaged;
+    if (bind_args(&parseResponseCallback_spec, args, nargs, kwnames, &box, NULL,
+                  NULL) < 0) {
+        return NULL;
+    }
+    response = schema_parse_response(st, PyTuple_GET_ITEM(call, CALL_SCHEMA),
+                                     PyTuple_GET_ITEM(call, CALL_COMMAND), box,
+                                     PyTuple_GET_ITEM(call, CALL_PROTO));
+    if (response != NULL) {
+        return response;
+    }
+    if ((failure = failure_from_error(st)) == NULL) {
+        return NULL;
+    }
+    massaged = massage_error(st, PyTuple_GET_ITEM(call, CALL_SCHEMA),
+                             PyTuple_GET_ITEM(call, CALL_COMMAND), failure);
+    Py_DECREF(failure);
+    return massaged;
+}
+
+static PyMethodDef parse_response_def = {
+    "parseResponse", (PyCFunction)(void (*)(void))parse_response_callback,
+    METH_METHOD | METH_FASTCALL | METH_KEYWORDS, NULL};
 static PyMethodDef massage_errback_def = {
     "_massageError", (PyCFunction)(void (*)(void))massage_errback,
     METH_METHOD | METH_FASTCALL | METH_KEYWORDS, NULL};
 
-/* d.addErrback(_massageError) for a request failAllOutgoing refused. */
+/* d.addCallback(parseResponse, proto); d.addErrback(_massageError), as
+   Command._doCommand chains them: 0, or -1. */
 static int
-chain_massage(module_state *st, PyObject *d, PyObject *schema,
-              PyObject *command)
+chain_call(module_state *st, PyObject *d, PyObject *schema, PyObject *command,
+           PyObject *proto)
 {
-    PyObject *call = PyTuple_Pack(2, schema, command), *errback;
-    int rc;
-    if (call == NULL) {
+    PyObject *call, *callback = NULL, *errback = NULL, *r = NULL;
+    if (d == Py_None) {
+        /* requiresAnswer turned false inside _sendBoxCommand and true
+           again: stock's d.addCallback(...) fails on None. */
+        r = PyObject_GetAttr(d, st->str_addCallback);
+        Py_XDECREF(r);
         return -1;
     }
-    errback = PyCMethod_New(&massage_errback_def, call, NULL,
-                            st->DispatcherCoreType);
-    Py_DECREF(call);
-    if (errback == NULL) {
+    call = PyTuple_Pack(3, schema, command, proto);
+    if (call != NULL
+        && (callback = PyCMethod_New(&parse_response_def, call, NULL,
+                                     st->DispatcherCoreType)) != NULL
+        && (errback = PyCMethod_New(&massage_errback_def, call, NULL,
+                                    st->DispatcherCoreType)) != NULL) {
+        r = PyObject_CallMethodObjArgs(d, st->str_addCallbacks, callback,
+                                       errback, NULL);
+    }
+    Py_XDECREF(call);
+    Py_XDECREF(callback);
+    Py_XDECREF(errback);
+    if (r == NULL) {
         return -1;
     }
-    rc = call1_void(d, st->str_addErrback, errback);
-    Py_DECREF(errback);
-    return rc;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* ==== callRemote ========================================================= */
@@ -306,7 +255,8 @@ Dispatcher_callRemote(CoreObject *self, PyTypeObject *cls,
                       PyObject *kwnames)
 {
     module_state *st = state_from_class(cls);
-    PyObject *me = (PyObject *)self, *command, *schema, *box, *name, *d, *tag;
+    PyObject *me = (PyObject *)self, *command, *schema, *box = NULL;
+    PyObject *name = NULL, *requires = NULL, *d = NULL;
     int wants;
 
     /* Positional extras (ProtocolSwitchCommand's factory), and a
@@ -319,7 +269,13 @@ Dispatcher_callRemote(CoreObject *self, PyTypeObject *cls,
     if ((schema = command_schema(st, command)) == NULL) {
         return NULL;
     }
-    if ((schema_stock(schema) & CLIENT_STOCK) != CLIENT_STOCK) {
+    /* The Command instance is never made: what _doCommand reads through
+       it (`self.commandName`, ...) is read from the class, which is the
+       same while the class's attributes are plain values (a coded schema)
+       and its instances look attributes up the ordinary way. */
+    if ((schema_stock(schema) & CLIENT_STOCK) != CLIENT_STOCK
+        || !schema_coded_in_c(schema)
+        || ((PyTypeObject *)command)->tp_getattro != PyObject_GenericGetAttr) {
         Py_DECREF(schema);
         return call_with_self(st->stock_callRemote, me, args, nargs, kwnames);
     }
@@ -328,35 +284,23 @@ Dispatcher_callRemote(CoreObject *self, PyTypeObject *cls,
         Py_DECREF(schema);
         return fail_with_error(st);
     }
-    /* _doCommand: proto._sendBoxCommand(self.commandName,
+    /* _doCommand: d = proto._sendBoxCommand(self.commandName,
        self.makeArguments(self.structured, proto), self.requiresAnswer),
-       evaluated in that order; what raises here, callRemote raises. */
-    if ((name = schema_attr(st, schema, command, ATTR_COMMAND_NAME)) == NULL) {
-        Py_DECREF(schema);
-        return NULL;
-    }
-    box = schema_make_arguments_kw(st, schema, command, args + nargs, kwnames,
-                                   me);
-    if (box == NULL || (wants = schema_requires_answer(st, schema, command)) < 0) {
-        Py_XDECREF(box);
-        Py_DECREF(name);
-        Py_DECREF(schema);
-        return NULL;
-    }
-    d = send_box_command(st, me, name, box, wants, &tag);
-    Py_DECREF(name);
-    Py_DECREF(box);
-    if (d != NULL && tag != NULL) {
-        /* Registered: its answer is decoded here, into this Deferred. */
-        if (remember_call(self, tag, d, schema, command) < 0) {
-            Py_CLEAR(d);
-        }
-        Py_DECREF(tag);
-    }
-    else if (d != NULL && wants && chain_massage(st, d, schema, command) < 0) {
-        /* Refused after failAllOutgoing: fail(reason), massaged. */
+       evaluated in that order (what raises here, callRemote raises); then
+       `if self.requiresAnswer:` chains parseResponse and _massageError. */
+    if ((name = schema_attr(st, schema, command, ATTR_COMMAND_NAME)) == NULL
+        || (box = schema_make_arguments_kw(st, schema, command, args + nargs,
+                                           kwnames, me)) == NULL
+        || (requires = schema_attr(st, schema, command,
+                                   ATTR_REQUIRES_ANSWER)) == NULL
+        || (d = send_box_command(st, me, name, box, requires)) == NULL
+        || (wants = schema_requires_answer(st, schema, command)) < 0
+        || (wants && chain_call(st, d, schema, command, me) < 0)) {
         Py_CLEAR(d);
     }
+    Py_XDECREF(name);
+    Py_XDECREF(box);
+    Py_XDECREF(requires);
     Py_DECREF(schema);
     return d;
 }

@@ -23,8 +23,6 @@ typedef struct {
     box_reader reader;
     unsigned long long counter;  /* _counter: the last tag handed out */
     PyObject *recvd_set;         /* what a callback assigned to self.recvd */
-    PyObject *calls;             /* callRemote's requests decoded in C
-                                    (client.h), or NULL */
     /* What protocol.h saw frame as stock does, so that a trickling peer
        does not pay for the checks on every chunk: the class's version tag
        (or 0), and the instance dict (compared, never used) with its version
@@ -45,7 +43,6 @@ Core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     reader_init(&self->reader);
     self->counter = 0;
     self->recvd_set = NULL;
-    self->calls = NULL;
     self->plain_class = 0;
     self->plain_dict = NULL;
     self->plain_dict_version = 0;
@@ -57,7 +54,6 @@ Core_traverse(CoreObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->recvd_set);
-    Py_VISIT(self->calls);
     return reader_traverse(&self->reader, visit, arg);
 }
 
@@ -66,7 +62,6 @@ Core_clear(CoreObject *self)
 {
     reader_clear_refs(&self->reader);
     Py_CLEAR(self->recvd_set);
-    Py_CLEAR(self->calls);
     return 0;
 }
 
@@ -80,7 +75,6 @@ Core_dealloc(CoreObject *self)
     }
     reader_clear(&self->reader);
     Py_CLEAR(self->recvd_set);
-    Py_CLEAR(self->calls);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

@@ -13,11 +13,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <stdio.h>
-
 #include "calls.h"
-#include "codec.h"
 #include "client.h"
+#include "codec.h"
 #include "core.h"
 #include "failure.h"
 #include "responder.h"
@@ -118,16 +116,12 @@ Dispatcher_sendBoxCommand(CoreObject *self, PyTypeObject *cls,
 {
     module_state *st = state_from_class(cls);
     PyObject *a[3];
-    int wants;
 
     if (bind_args(&_sendBoxCommand_spec, args, nargs, kwnames, a, NULL, NULL) < 0) {
         return NULL;
     }
-    wants = a[2] == NULL ? 1 : PyObject_IsTrue(a[2]);
-    if (wants < 0) {
-        return NULL;
-    }
-    return send_box_command(st, (PyObject *)self, a[0], a[1], wants, NULL);
+    return send_box_command(st, (PyObject *)self, a[0], a[1],
+                            a[2] != NULL ? a[2] : Py_True);
 }
 
 /* The **kw of callRemoteString, into the box: Box(kw) turns str keys into
@@ -173,31 +167,6 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     return r;
 }
 
-/* question.errback(reason), for failAllOutgoing; for a request callRemote
-   sent from C, with what _massageError makes of the failure. */
-static int
-fail_request(module_state *st, CoreObject *self, PyObject *tag,
-             PyObject *question, PyObject *reason)
-{
-    PyObject *schema, *command, *failure;
-    int rc = recall_call(self, tag, question, &schema, &command);
-    if (rc <= 0) {
-        return rc < 0 ? -1 : call1_void(question, st->str_errback, reason);
-    }
-    /* Deferred.errback(reason) wraps what is not a Failure in one. */
-    if (PyObject_TypeCheck(reason, (PyTypeObject *)st->Failure)) {
-        failure = Py_NewRef(reason);
-    }
-    else {
-        failure = PyObject_CallOneArg(st->Failure, reason);
-    }
-    rc = failure ? fail_call(st, question, schema, command, failure) : -1;
-    Py_XDECREF(failure);
-    Py_DECREF(schema);
-    Py_DECREF(command);
-    return rc;
-}
-
 /* BoxDispatcher.failAllOutgoing(reason) */
 static PyObject *
 Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
@@ -239,14 +208,11 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
             rc = -1;
         }
         else {
-            rc = fail_request(st, self, PyTuple_GET_ITEM(pair, 0),
-                              PyTuple_GET_ITEM(pair, 1), a[0]);
+            rc = call1_void(PyTuple_GET_ITEM(pair, 1), st->str_errback, a[0]);
         }
         Py_DECREF(pair);
     }
     Py_DECREF(it);
-    /* Requests sent from C whose entries someone else removed. */
-    Py_CLEAR(self->calls);
     if (rc < 0 || PyErr_Occurred()) {
         return NULL;
     }
@@ -273,22 +239,21 @@ Dispatcher_stopReceivingBoxes(CoreObject *self, PyTypeObject *cls,
    chain, in the order BoxDispatcher._answerReceived and _errorReceived
    do it. */
 static PyObject *
-take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key,
-             PyObject **tag)
+take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key)
 {
-    PyObject *table, *question, *eb;
+    PyObject *table, *tag, *question, *eb;
     int rc;
     if ((table = PyObject_GetAttr(self, st->str__outstandingRequests)) == NULL) {
         return NULL;
     }
-    if ((*tag = PyObject_GetItem(box, key)) == NULL) {
+    if ((tag = PyObject_GetItem(box, key)) == NULL) {
         Py_DECREF(table);
         return NULL;
     }
-    question = pop_request(st, table, *tag);
+    question = pop_request(st, table, tag);
     Py_DECREF(table);
+    Py_DECREF(tag);
     if (question == NULL) {
-        Py_CLEAR(*tag);
         return NULL;
     }
     if ((eb = PyObject_GetAttr(self, st->str_unhandledError)) == NULL) {
@@ -299,7 +264,6 @@ take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key,
     Py_DECREF(eb);
     if (rc < 0) {
         Py_DECREF(question);
-        Py_CLEAR(*tag);
         return NULL;
     }
     return question;
@@ -308,23 +272,12 @@ take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key,
 static int
 answer_received(module_state *st, PyObject *self, PyObject *box)
 {
-    PyObject *tag, *question = take_request(st, self, box, st->b_ANSWER, &tag);
-    PyObject *schema, *command;
+    PyObject *question = take_request(st, self, box, st->b_ANSWER);
     int rc;
     if (question == NULL) {
         return -1;
     }
-    rc = recall_call((CoreObject *)self, tag, question, &schema, &command);
-    Py_DECREF(tag);
-    if (rc > 0) {
-        /* Sent by callRemote from C: parseResponse's work, here. */
-        rc = answer_call(st, self, question, schema, command, box);
-        Py_DECREF(schema);
-        Py_DECREF(command);
-    }
-    else if (rc == 0) {
-        rc = call1_void(question, st->str_callback, box);
-    }
+    rc = call1_void(question, st->str_callback, box);
     Py_DECREF(question);
     return rc;
 }
@@ -333,16 +286,11 @@ static int
 error_received(module_state *st, PyObject *self, PyObject *box)
 {
     PyObject *question, *code = NULL, *desc = NULL, *exc_type, *exc = NULL;
-    PyObject *failure, *tag, *schema = NULL, *command = NULL;
-    int rc = -1, known, mine;
+    PyObject *failure;
+    int rc = -1, known;
 
-    if ((question = take_request(st, self, box, st->b_ERROR, &tag)) == NULL) {
+    if ((question = take_request(st, self, box, st->b_ERROR)) == NULL) {
         return -1;
-    }
-    mine = recall_call((CoreObject *)self, tag, question, &schema, &command);
-    Py_DECREF(tag);
-    if (mine < 0) {
-        goto done;
     }
     /* A box without code or description leaves this request unanswered
        for ever, as BoxDispatcher._errorReceived does. */
@@ -376,18 +324,10 @@ error_received(module_state *st, PyObject *self, PyObject *box)
     if ((failure = PyObject_CallOneArg(st->Failure, exc)) == NULL) {
         goto done;
     }
-    if (mine) {
-        /* Sent by callRemote from C: _massageError's work, here. */
-        rc = fail_call(st, question, schema, command, failure);
-    }
-    else {
-        rc = call1_void(question, st->str_errback, failure);
-    }
+    rc = call1_void(question, st->str_errback, failure);
     Py_DECREF(failure);
 done:
     Py_DECREF(question);
-    Py_XDECREF(schema);
-    Py_XDECREF(command);
     Py_XDECREF(code);
     Py_XDECREF(desc);
     Py_XDECREF(exc);

@@ -806,12 +806,6 @@ FIRED_ELSEWHERE = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.h Dispatcher_callRemote: the Deferred carries no parseResponse/"
-    "_massageError callbacks; only answers routed through the request's own table "
-    "entry are parsed",
-)
 @pytest.mark.parametrize("how", sorted(FIRED_ELSEWHERE))
 @differential
 def test_callRemote_Deferred_fired_other_than_by_its_answer(ns, trace, how):

@@ -661,12 +661,6 @@ ODD_COMMANDS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.h Dispatcher_callRemote reads requiresAnswer, commandName and "
-    "reverseErrors from the class (once), not from a Command instance as stock's "
-    "_doCommand does",
-)
 @pytest.mark.parametrize("odd", sorted(ODD_COMMANDS))
 @differential
 def test_Command_attributes_read_through_the_instance(ns, trace, odd):
