@@ -631,7 +631,7 @@ BASE_SCALARS = {
     "real": 1.5,
     "dec": decimal.Decimal("3.14"),
     "when": datetime.datetime(2024, 2, 29, 12, 34, 56, 789012, tzinfo=UTC),
-    "where": FilePath("/tmp/ampcore-peer/file.txt"),
+    "where": FilePath("/nonexistent/ampcore-peer/file.txt"),
     "dashed_key": -7,
 }
 

@@ -697,7 +697,7 @@ def test_callRemote_with_odd_targets(ns, trace, target):
 
 MIXED_OBJECTS = {
     "a": 1,
-    "path": FilePath("/tmp/ampcore-mixed"),
+    "path": FilePath("/nonexistent/ampcore-mixed"),
     "dec": decimal.Decimal("-1.50"),
     "rec": ["any", "object"],
     "z": "zed",
