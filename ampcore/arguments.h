@@ -82,20 +82,6 @@ raise_with(PyObject *exc_type, PyObject *message)
     }
 }
 
-/* `except BaseException: return fail()`: a Deferred failed with the
-   exception being raised (new reference), or NULL. */
-static PyObject *
-fail_with_error(module_state *st)
-{
-    PyObject *failure = failure_from_error(st), *d;
-    if (failure == NULL) {
-        return NULL;
-    }
-    d = PyObject_CallOneArg(st->fail, failure);
-    Py_DECREF(failure);
-    return d;
-}
-
 /* f(a, b, c), for the stock functions. */
 static PyObject *
 call3(PyObject *f, PyObject *a, PyObject *b, PyObject *c)

@@ -67,4 +67,18 @@ error_to_unhandled(module_state *st, PyObject *self)
     return rc;
 }
 
+/* `except BaseException: return fail()`: a Deferred failed with the
+   exception being raised (new reference), or NULL. */
+static PyObject *
+fail_with_error(module_state *st)
+{
+    PyObject *failure = failure_from_error(st), *d;
+    if (failure == NULL) {
+        return NULL;
+    }
+    d = PyObject_CallOneArg(st->fail, failure);
+    Py_DECREF(failure);
+    return d;
+}
+
 #endif /* AMPCORE_FAILURE_H */

@@ -200,15 +200,10 @@ static PyObject *
 responder_deferred(module_state *st, PyObject *responder, PyObject *box,
                    PyObject **plain)
 {
-    PyObject *result = PyObject_CallOneArg(responder, box), *failure, *d;
+    PyObject *result = PyObject_CallOneArg(responder, box), *d;
     *plain = NULL;
     if (result == NULL) {
-        if ((failure = failure_from_error(st)) == NULL) {
-            return NULL;
-        }
-        d = PyObject_CallOneArg(st->fail, failure);
-        Py_DECREF(failure);
-        return d;
+        return fail_with_error(st);
     }
     if (PyObject_TypeCheck(result, (PyTypeObject *)st->Deferred)) {
         return result;
@@ -500,12 +495,7 @@ chain_serialization(module_state *st, PyObject *serve, PyObject *d,
 static PyObject *
 failed_serving(module_state *st, PyObject *serve)
 {
-    PyObject *failure = failure_from_error(st), *d;
-    if (failure == NULL) {
-        return NULL;
-    }
-    d = PyObject_CallOneArg(st->fail, failure);
-    Py_DECREF(failure);
+    PyObject *d = fail_with_error(st);
     if (d != NULL && chain_serialization(st, serve, d, 0) < 0) {
         Py_CLEAR(d);
     }
@@ -541,13 +531,7 @@ serve_command(module_state *st, PyObject *self, PyObject *box,
         }
     }
     if (kw == NULL) {
-        PyObject *failure = failure_from_error(st);
-        if (failure == NULL) {
-            return NULL;
-        }
-        d = PyObject_CallOneArg(st->fail, failure);
-        Py_DECREF(failure);
-        return d;
+        return fail_with_error(st);
     }
     if ((serve = PyTuple_Pack(4, self, responder, command, schema)) == NULL) {
         Py_DECREF(kw);
