@@ -23,7 +23,12 @@ L{FALLBACK_REASON} why the C extension is not.
 import os
 import platform
 
-from ampcore._errors import KeyTooLongError
+from ampcore._errors import (
+    BOX_STRING_COST,
+    DEFAULT_MAX_BOX_SIZE,
+    BoxTooLong,
+    KeyTooLongError,
+)
 
 __all__ = [
     "AMP",
@@ -33,6 +38,9 @@ __all__ = [
     "HAS_C_EXTENSION",
     "BoxParser",
     "KeyTooLongError",
+    "BoxTooLong",
+    "BOX_STRING_COST",
+    "DEFAULT_MAX_BOX_SIZE",
     "parse",
     "install",
     "installed",

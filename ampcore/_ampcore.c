@@ -43,7 +43,8 @@
 
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},
-    {"parse", module_parse, METH_O, parse_doc},
+    {"parse", (PyCFunction)(void (*)(void))module_parse,
+     METH_FASTCALL | METH_KEYWORDS, parse_doc},
 #define FASTCALL(name, cname, doc)                                      \
     {name, (PyCFunction)(void (*)(void))cname, METH_FASTCALL | METH_KEYWORDS, doc}
     FASTCALL("_commandSchema", module_commandSchema, commandSchema_doc),

@@ -31,3 +31,47 @@ class KeyTooLongError(amp.TooLong, AttributeError):
 
     def __repr__(self):
         return f"KeyTooLongError(length={self.length}, offset={self.offset})"
+
+
+#: The default cap on one box: L{ampcore.BinaryBoxProtocol.maxBoxSize},
+#: L{ampcore.BoxParser}'s and L{ampcore.parse}'s C{maxBoxSize}.
+DEFAULT_MAX_BOX_SIZE = 64 * 1024 * 1024
+
+#: What each key and value of a box costs beyond its bytes, in C{maxBoxSize}
+#: units: its length prefix and about what a bytes object and its dict slot
+#: take, so that the cap bounds memory, not only bytes on the wire.
+BOX_STRING_COST = 64
+
+
+class BoxTooLong(amp.TooLong):
+    """
+    A box being received grew past C{maxBoxSize}.
+
+    Stock Twisted puts no bound on one box; ampcore does, beyond stock (see
+    README).  Every key and value counts its length plus L{BOX_STRING_COST}
+    (an estimate of the memory it takes once parsed), counted before it is
+    allocated.  A protocol drops the connection, as it does for an over-long
+    key, and this is the reason its box receiver is given; L{ampcore.parse}
+    and L{ampcore.BoxParser.feed} raise it.
+
+    A remote, value-position L{amp.TooLong}: C{isKey} and C{isLocal} are
+    false.
+
+    @ivar maxBoxSize: the cap that was exceeded.
+    @ivar size: what the box would have cost with its next key or value.
+    """
+
+    def __init__(self, maxBoxSize, size):
+        amp.TooLong.__init__(self, False, False, None, None)
+        self.maxBoxSize = maxBoxSize
+        self.size = size
+        self.args = (
+            f"remote box too long: it would cost {size} bytes, over "
+            f"maxBoxSize ({maxBoxSize} bytes)",
+        )
+
+    def __str__(self):
+        return self.args[0]
+
+    def __repr__(self):
+        return f"BoxTooLong(maxBoxSize={self.maxBoxSize}, size={self.size})"

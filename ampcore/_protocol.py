@@ -8,8 +8,10 @@ zope.interface declarations and the Command.responder metaclass carry over.
 """
 
 from twisted.protocols import amp as _amp
+from twisted.python.failure import Failure
 
 from ampcore import _ampcore
+from ampcore._errors import DEFAULT_MAX_BOX_SIZE
 
 
 def _stock(name):
@@ -29,14 +31,41 @@ class BoxDispatcher(_ampcore.DispatcherCore, StockBoxDispatcher):
     _ampcoreStock = StockBoxDispatcher
 
 
+def _connectionLostReason(protocol, reason):
+    """The reason a protocol that dropped its connection over a box too
+    big gives its box receiver: that L{ampcore.BoxTooLong}, as stock gives
+    an C{amp.TooLong} after an over-long key."""
+    error = protocol._boxTooLong
+    return reason if error is None else Failure(error)
+
+
 class BinaryBoxProtocol(_ampcore.ProtocolCore, StockBinaryBoxProtocol):
     __doc__ = StockBinaryBoxProtocol.__doc__
     _ampcoreStock = StockBinaryBoxProtocol
+
+    #: The most one box being received may cost, in bytes, or C{None} for
+    #: no cap (stock has none): each key and value counts its length plus
+    #: C{ampcore.BOX_STRING_COST}.  A box that would grow past it drops the
+    #: connection, with an L{ampcore.BoxTooLong} as the reason.  Set it on
+    #: a subclass or on one protocol.
+    maxBoxSize = DEFAULT_MAX_BOX_SIZE
+
+    def connectionLost(self, reason):
+        StockBinaryBoxProtocol.connectionLost(
+            self, _connectionLostReason(self, reason)
+        )
+
+    connectionLost.__doc__ = StockBinaryBoxProtocol.connectionLost.__doc__
 
 
 class AMP(BinaryBoxProtocol, BoxDispatcher, StockAMP):
     __doc__ = StockAMP.__doc__
     _ampcoreStock = StockAMP
+
+    def connectionLost(self, reason):
+        StockAMP.connectionLost(self, _connectionLostReason(self, reason))
+
+    connectionLost.__doc__ = StockAMP.connectionLost.__doc__
 
 
 for _cls in (BoxDispatcher, BinaryBoxProtocol, AMP):

@@ -1003,10 +1003,13 @@ done:
     return result;
 }
 
+/* The reader's sink: collect each box (the reader hands it over). */
 static sink_action
 collect_box(void *list, PyObject *box)
 {
-    return PyList_Append((PyObject *)list, box) < 0 ? SINK_ERROR : SINK_CONTINUE;
+    int rc = PyList_Append((PyObject *)list, box);
+    Py_DECREF(box);
+    return rc < 0 ? SINK_ERROR : SINK_CONTINUE;
 }
 
 /* parseString(data) for bytes: the C box reader, or stock's own for what

@@ -16,26 +16,70 @@
 static sink_action
 sink_append(void *list, PyObject *box)
 {
-    return PyList_Append((PyObject *)list, box) < 0 ? SINK_ERROR : SINK_CONTINUE;
+    int rc = PyList_Append((PyObject *)list, box);
+    Py_DECREF(box);
+    return rc < 0 ? SINK_ERROR : SINK_CONTINUE;
+}
+
+/* The default maxBoxSize: ampcore._errors.DEFAULT_MAX_BOX_SIZE. */
+#define DEFAULT_MAX_BOX_SIZE ((size_t)64 * 1024 * 1024)
+
+/* maxBoxSize as Python shows it: an int, or None for no cap. */
+static PyObject *
+cap_to_object(size_t cap)
+{
+    if (cap == BOX_SIZE_UNLIMITED) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSize_t(cap);
+}
+
+/* Raise the BoxTooLong for a reader that stopped on a box too big. */
+static void
+raise_box_too_big(module_state *st, const box_reader *r)
+{
+    PyObject *cap = cap_to_object(r->max_box), *size = NULL, *exc = NULL;
+    if (cap != NULL && (size = PyLong_FromSize_t(reader_too_big(r))) != NULL) {
+        exc = PyObject_CallFunctionObjArgs(st->BoxTooLong, cap, size, NULL);
+    }
+    Py_XDECREF(cap);
+    Py_XDECREF(size);
+    if (exc != NULL) {
+        PyErr_SetObject(st->BoxTooLong, exc);
+        Py_DECREF(exc);
+    }
 }
 
 PyDoc_STRVAR(parse_doc,
-"parse(data) -> list\n\n"
+"parse(data, maxBoxSize=67108864) -> list\n\n"
 "Decode every complete box in a bytes-like object, as\n"
 "twisted.protocols.amp.parseString does: a truncated last box is dropped,\n"
 "an empty box is returned as AmpBox().  A key length prefix above 255\n"
-"raises ampcore.KeyTooLongError (an AttributeError, like stock's).");
+"raises ampcore.KeyTooLongError (an AttributeError, like stock's).  A box\n"
+"that would cost more than maxBoxSize (None: no cap) raises\n"
+"ampcore.BoxTooLong.");
+
+static const char *const parse_params[] = {"data", "maxBoxSize"};
+static const arg_spec parse_spec = {"parse", parse_params, 2, 1, 0};
 
 static PyObject *
-module_parse(PyObject *module, PyObject *data)
+module_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
 {
     module_state *st = get_state(module);
     box_reader reader;
     Py_buffer view;
-    PyObject *boxes, *exc;
-    size_t off = 0, box_start = 0;
+    PyObject *boxes, *exc, *argv[2] = {NULL, NULL}, *data;
+    size_t off = 0, box_start = 0, cap = DEFAULT_MAX_BOX_SIZE;
     reader_status rc;
 
+    if (bind_args(&parse_spec, args, nargs, kwnames, argv, NULL, NULL) < 0) {
+        return NULL;
+    }
+    data = argv[0];
+    if (argv[1] != NULL && reader_cap_from_object(argv[1], &cap) < 0) {
+        return NULL;
+    }
     if (data == Py_None) {
         /* parseString(None) is BytesIO(None): no bytes, no boxes. */
         return PyList_New(0);
@@ -50,6 +94,7 @@ module_parse(PyObject *module, PyObject *data)
     }
     /* One buffer, scanned in place: nothing is kept after it. */
     reader_init(&reader);
+    reader_set_cap(&reader, cap);
     rc = reader_scan(&reader, st, (const unsigned char *)view.buf,
                      (size_t)view.len, &off, &box_start, sink_append, boxes);
     if (rc == READER_KEY_TOO_LONG) {
@@ -61,9 +106,13 @@ module_parse(PyObject *module, PyObject *data)
             Py_DECREF(exc);
         }
     }
+    else if (rc == READER_BOX_TOO_BIG) {
+        raise_box_too_big(st, &reader);
+    }
     reader_clear(&reader);
     PyBuffer_Release(&view);
-    if (rc == READER_ERROR || rc == READER_KEY_TOO_LONG) {
+    if (rc == READER_ERROR || rc == READER_KEY_TOO_LONG
+        || rc == READER_BOX_TOO_BIG) {
         Py_DECREF(boxes);
         return NULL;
     }
@@ -74,17 +123,21 @@ typedef struct {
     PyObject_HEAD
     box_reader reader;
     int feeding;     /* set while feed() runs: a re-entrant feed is refused */
+    PyObject *kept;  /* boxes a failed feed() completed, for the next one */
+    int too_big_raised;
 } BoxParserObject;
 
 PyDoc_STRVAR(BoxParser_doc,
-"BoxParser()\n\n"
+"BoxParser(maxBoxSize=67108864)\n\n"
 "An incremental AMP box parser.  feed() it bytes split anywhere; it\n"
 "returns the boxes completed so far.  Time is linear in the bytes fed\n"
 "whatever the chunking, and memory is bounded by the box being assembled.\n\n"
 "A key length prefix above 255 is reported as BinaryBoxProtocol reports\n"
 "it: the boxes before it are returned, keyLengthLimitExceeded becomes\n"
 "true and self.lengthLimitExceeded(length) is called, again on every\n"
-"later feed, whose bytes are discarded.");
+"later feed, whose bytes are discarded.\n\n"
+"A box that would cost more than maxBoxSize (None: no cap) makes feed()\n"
+"raise ampcore.BoxTooLong; later feeds discard their bytes.");
 
 static PyObject *
 BoxParser_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
@@ -99,46 +152,64 @@ BoxParser_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
         return NULL;
     }
     reader_init(&self->reader);
+    /* unprocessed shows the raw bytes of the box in progress. */
+    self->reader.keep_box_bytes = 1;
+    reader_set_cap(&self->reader, DEFAULT_MAX_BOX_SIZE);
     self->feeding = 0;
+    self->kept = NULL;
+    self->too_big_raised = 0;
     return (PyObject *)self;
 }
 
-/* BoxParser() takes no arguments, as the fallback's __init__(self). */
-static const arg_spec BoxParser_init_spec = {"BoxParser.__init__", NULL, 0, 0, 1};
+static const char *const BoxParser_init_params[] = {"maxBoxSize"};
+static const arg_spec BoxParser_init_spec = {
+    "BoxParser.__init__", BoxParser_init_params, 1, 0, 1};
 
+/* BoxParser(maxBoxSize=67108864) */
 static int
-BoxParser_init(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+BoxParser_init(BoxParserObject *self, PyObject *args, PyObject *kwds)
 {
-    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0)
-        || PyTuple_GET_SIZE(args) != 0) {
-        PyObject *kwnames = NULL, *const *argv;
-        PyObject *vector[1] = {NULL};
-        Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-        int rc;
-        /* Only the error message is wanted: bind what was given. */
-        if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-            kwnames = PyDict_Keys(kwds);
-            if (kwnames == NULL) {
-                return -1;
-            }
-            Py_SETREF(kwnames, PySequence_Tuple(kwnames));
-            if (kwnames == NULL) {
-                return -1;
-            }
-        }
-        argv = nargs ? &PyTuple_GET_ITEM(args, 0) : vector;
-        rc = bind_args(&BoxParser_init_spec, argv, nargs, kwnames, NULL,
-                       NULL, NULL);
-        Py_XDECREF(kwnames);
-        return rc;
+    PyObject *kwnames = NULL, **vector, *out[1] = {NULL}, *key, *value;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), nkw = 0, i, pos = 0;
+    size_t cap = DEFAULT_MAX_BOX_SIZE;
+    int rc = -1;
+
+    if (kwds != NULL) {
+        nkw = PyDict_GET_SIZE(kwds);
     }
-    return 0;
+    /* Lay the call out as a vectorcall, for the one binder. */
+    if ((vector = PyMem_New(PyObject *, nargs + nkw + 1)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < nargs; i++) {
+        vector[i] = PyTuple_GET_ITEM(args, i);
+    }
+    if (nkw && (kwnames = PyTuple_New(nkw)) == NULL) {
+        goto done;
+    }
+    for (i = 0; nkw && PyDict_Next(kwds, &pos, &key, &value); i++) {
+        PyTuple_SET_ITEM(kwnames, i, Py_NewRef(key));
+        vector[nargs + i] = value;
+    }
+    if (bind_args(&BoxParser_init_spec, vector, nargs, kwnames, out, NULL,
+                  NULL) < 0
+        || (out[0] != NULL && reader_cap_from_object(out[0], &cap) < 0)) {
+        goto done;
+    }
+    reader_set_cap(&self->reader, cap);
+    rc = 0;
+done:
+    Py_XDECREF(kwnames);
+    PyMem_Free(vector);
+    return rc;
 }
 
 static int
 BoxParser_traverse(BoxParserObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->kept);
     return reader_traverse(&self->reader, visit, arg);
 }
 
@@ -146,6 +217,7 @@ static int
 BoxParser_clear(BoxParserObject *self)
 {
     reader_clear_refs(&self->reader);
+    Py_CLEAR(self->kept);
     return 0;
 }
 
@@ -155,13 +227,17 @@ BoxParser_dealloc(BoxParserObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     reader_clear(&self->reader);
+    Py_CLEAR(self->kept);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
 
 PyDoc_STRVAR(BoxParser_feed_doc,
 "feed(data) -> list\n\n"
-"Parse a chunk of a byte stream; return the boxes it completed, in order.");
+"Parse a chunk of a byte stream; return the boxes it completed, in order.\n"
+"When feed() raises (MemoryError, BoxTooLong, an error from\n"
+"lengthLimitExceeded), the boxes it had completed are not lost: the next\n"
+"feed() returns them first.");
 
 static const char *const BoxParser_feed_params[] = {"data"};
 static const arg_spec BoxParser_feed_spec = {
@@ -187,7 +263,9 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    boxes = PyList_New(0);
+    /* The boxes a failed feed completed come first. */
+    boxes = self->kept != NULL ? self->kept : PyList_New(0);
+    self->kept = NULL;
     if (boxes == NULL) {
         PyBuffer_Release(&view);
         return NULL;
@@ -202,9 +280,25 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
         && reader_report_length_limit(&self->reader, st, (PyObject *)self) < 0) {
         rc = READER_ERROR;
     }
+    if (rc == READER_BOX_TOO_BIG) {
+        if (self->too_big_raised && PyList_GET_SIZE(boxes) != 0) {
+            /* Raised already: hand out what that call kept. */
+            rc = READER_NEED_MORE;
+        }
+        else {
+            self->too_big_raised = 1;
+            raise_box_too_big(st, &self->reader);
+            rc = READER_ERROR;
+        }
+    }
     self->feeding = 0;
     if (rc == READER_ERROR) {
-        Py_DECREF(boxes);
+        if (PyList_GET_SIZE(boxes) != 0) {
+            self->kept = boxes;
+        }
+        else {
+            Py_DECREF(boxes);
+        }
         return NULL;
     }
     return boxes;
@@ -243,7 +337,34 @@ static PyMethodDef BoxParser_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+static PyObject *
+BoxParser_get_maxBoxSize(BoxParserObject *self, void *Py_UNUSED(closure))
+{
+    return cap_to_object(self->reader.max_box);
+}
+
+static int
+BoxParser_set_maxBoxSize(BoxParserObject *self, PyObject *value,
+                         void *Py_UNUSED(closure))
+{
+    size_t cap;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "maxBoxSize cannot be deleted");
+        return -1;
+    }
+    if (reader_cap_from_object(value, &cap) < 0) {
+        return -1;
+    }
+    reader_set_cap(&self->reader, cap);
+    return 0;
+}
+
 static PyGetSetDef BoxParser_getset[] = {
+    {"maxBoxSize", (getter)BoxParser_get_maxBoxSize,
+     (setter)BoxParser_set_maxBoxSize,
+     "The most one box may cost (its keys and values, each counted as its "
+     "length plus ampcore.BOX_STRING_COST), or None for no cap.  A box "
+     "that would cost more makes feed() raise ampcore.BoxTooLong.", NULL},
     {"unprocessed", (getter)BoxParser_get_unprocessed, NULL,
      "The bytes received after the last complete box (a box in progress).",
      NULL},

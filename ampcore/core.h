@@ -30,6 +30,8 @@ typedef struct {
     unsigned int plain_class;
     PyObject *plain_dict;
     uint64_t plain_dict_version;
+    size_t plain_max_box;        /* the plain class's maxBoxSize, as a cap */
+    PyObject *box_too_long;      /* the BoxTooLong that dropped us, or NULL */
 } CoreObject;
 
 static PyObject *
@@ -46,6 +48,8 @@ Core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     self->plain_class = 0;
     self->plain_dict = NULL;
     self->plain_dict_version = 0;
+    self->plain_max_box = BOX_SIZE_UNLIMITED;
+    self->box_too_long = NULL;
     return (PyObject *)self;
 }
 
@@ -54,6 +58,7 @@ Core_traverse(CoreObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->recvd_set);
+    Py_VISIT(self->box_too_long);
     return reader_traverse(&self->reader, visit, arg);
 }
 
@@ -62,6 +67,7 @@ Core_clear(CoreObject *self)
 {
     reader_clear_refs(&self->reader);
     Py_CLEAR(self->recvd_set);
+    Py_CLEAR(self->box_too_long);
     return 0;
 }
 
@@ -75,6 +81,7 @@ Core_dealloc(CoreObject *self)
     }
     reader_clear(&self->reader);
     Py_CLEAR(self->recvd_set);
+    Py_CLEAR(self->box_too_long);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

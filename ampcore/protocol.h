@@ -32,9 +32,10 @@ typedef struct {
     PyObject *self;
 } protocol_ctx;
 
-/* Deliver one box to self.boxReceiver, then stop if a callback switched
-   protocols (assigned self.recvd) or paused us: stock's
-   Int16StringReceiver.dataReceived checks self.paused after each string. */
+/* Deliver one box to self.boxReceiver and drop it, then stop if a
+   callback or a finalizer switched protocols (assigned self.recvd) or
+   paused us: stock's Int16StringReceiver.dataReceived checks self.paused
+   after each string. */
 static sink_action
 protocol_sink(void *arg, PyObject *box)
 {
@@ -43,10 +44,12 @@ protocol_sink(void *arg, PyObject *box)
     PyObject *receiver = PyObject_GetAttr(ctx->self, st->str_boxReceiver);
     int rc;
     if (receiver == NULL) {
+        Py_DECREF(box);
         return SINK_ERROR;
     }
     rc = call1_void(receiver, st->str_ampBoxReceived, box);
     Py_DECREF(receiver);
+    Py_DECREF(box);
     if (rc < 0) {
         return SINK_ERROR;
     }
@@ -135,7 +138,8 @@ finish_feed(CoreObject *self, protocol_ctx *ctx, reader_status rc)
             (void)reader_hold_queued(r);
             return rc;
         case READER_KEY_TOO_LONG:
-            /* Nothing more is read after an over-long key. */
+        case READER_BOX_TOO_BIG:
+            /* Nothing more is read after an over-long key or box. */
             reader_drop_queued(r);
             return rc;
         }
@@ -182,6 +186,7 @@ class_is_plain(module_state *st, CoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     unsigned int tag = compat_type_version(tp, st->str_paused);
+    PyObject *cap;
     if (tag != 0 && tag == self->plain_class) {
         return 1;
     }
@@ -194,13 +199,23 @@ class_is_plain(module_state *st, CoreObject *self)
            != st->stock_stringReceived) {
         return 0;
     }
+    /* maxBoxSize is read on every call too: a plain one (an int or None,
+       not a descriptor) is kept with the tag; anything else is read, and
+       its error raised, by the steps for a protocol that is not plain. */
+    cap = compat_type_lookup(tp, st->str_maxBoxSize);
+    if (cap == NULL || (cap != Py_None && !PyLong_Check(cap))
+        || reader_cap_from_object(cap, &self->plain_max_box) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
     /* The lookups above gave the class a tag if it had none. */
     self->plain_class = compat_type_version(tp, st->str_paused);
     return 1;
 }
 
 /* With a plain class: whether the instance's own attributes leave those
-   values as they are (a switch, a TLS start or a pause set them there).
+   values as they are (a switch, a TLS start or a pause set them there, and
+   a protocol may be given its own maxBoxSize).
    1 if so, 0 if not, -1 on error. */
 static int
 instance_is_plain(module_state *st, CoreObject *self)
@@ -224,6 +239,8 @@ instance_is_plain(module_state *st, CoreObject *self)
         && ((v = PyDict_GetItemWithError(dict, st->str_paused)) == NULL
             || v == Py_False) && !PyErr_Occurred()
         && PyDict_GetItemWithError(dict, st->str_stringReceived) == NULL
+        && !PyErr_Occurred()
+        && PyDict_GetItemWithError(dict, st->str_maxBoxSize) == NULL
         && !PyErr_Occurred()) {
         plain = 1;
         self->plain_dict = dict;
@@ -256,16 +273,17 @@ before_framing(module_state *st, CoreObject *self, PyObject *data)
     return NULL;
 }
 
-/* Keep bytes that cannot be parsed now: 1 if kept (given while a box is
-   being delivered, or while paused), 0 if they are to be parsed now, -1 on
+/* Keep bytes that cannot be parsed now: 1 if kept (given while a scan
+   runs, or while paused), 0 if they are to be parsed now, -1 on
    error.  `check_paused` is 0 when self is known not to be paused. */
 static int
 keep_for_later(module_state *st, CoreObject *self, const unsigned char *buf,
                size_t len, int check_paused)
 {
     int paused;
-    if (reader_is_delivering(&self->reader)) {
-        /* Re-entered from a callback: queue behind what is being parsed. */
+    if (reader_is_busy(&self->reader)) {
+        /* Re-entered from code run inside a scan (a box callback, a
+           finalizer, the GC): queue behind what is being parsed. */
         return reader_queue(&self->reader, buf, len) < 0 ? -1 : 1;
     }
     if (!check_paused) {
@@ -276,6 +294,58 @@ keep_for_later(module_state *st, CoreObject *self, const unsigned char *buf,
         return paused;
     }
     return reader_hold(&self->reader, buf, len) < 0 ? -1 : 1;
+}
+
+/* The cap for this call's feeds: the plain class's, or self.maxBoxSize
+   read as stock reads any attribute.  0, or -1 with an exception set. */
+static int
+set_box_cap(module_state *st, CoreObject *self, int plain)
+{
+    PyObject *value;
+    size_t cap;
+    int rc;
+    if (plain) {
+        reader_set_cap(&self->reader, self->plain_max_box);
+        return 0;
+    }
+    if ((value = PyObject_GetAttr((PyObject *)self, st->str_maxBoxSize)) == NULL) {
+        return -1;
+    }
+    rc = reader_cap_from_object(value, &cap);
+    Py_DECREF(value);
+    if (rc == 0) {
+        reader_set_cap(&self->reader, cap);
+    }
+    return rc;
+}
+
+/* A box grew past maxBoxSize: drop the connection, as lengthLimitExceeded
+   does for an over-long key, keeping the BoxTooLong for connectionLost's
+   reason (ampcore/_protocol.py).  Once: later bytes are dropped silently.
+   0, or -1 with an exception set. */
+static int
+report_box_too_big(module_state *st, CoreObject *self)
+{
+    PyObject *transport, *r;
+    if (self->box_too_long != NULL) {
+        return 0;
+    }
+    self->box_too_long = PyObject_CallFunction(
+        st->BoxTooLong, "nn", (Py_ssize_t)self->reader.max_box,
+        (Py_ssize_t)reader_too_big(&self->reader));
+    if (self->box_too_long == NULL) {
+        return -1;
+    }
+    if ((transport = PyObject_GetAttr((PyObject *)self, st->str_transport)) == NULL) {
+        return -1;
+    }
+    r = call0(transport, st->str_loseConnection);
+    Py_DECREF(transport);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 /* BinaryBoxProtocol.dataReceived(data) */
@@ -317,6 +387,10 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
         PyBuffer_Release(&view);
         return kept < 0 ? NULL : Py_NewRef(Py_None);
     }
+    if (set_box_cap(st, self, plain) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     rc = reader_feed(&self->reader, st, view.buf, (size_t)view.len,
                      protocol_sink, &ctx);
     PyBuffer_Release(&view);
@@ -327,6 +401,9 @@ Protocol_dataReceived(CoreObject *self, PyTypeObject *cls,
     /* Stock's framing reports an over-long key on every later chunk too. */
     if (rc == READER_KEY_TOO_LONG
         && reader_report_length_limit(&self->reader, st, me) < 0) {
+        return NULL;
+    }
+    if (rc == READER_BOX_TOO_BIG && report_box_too_big(st, self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -407,16 +484,23 @@ Protocol_get_recvd(CoreObject *self, void *Py_UNUSED(closure))
     return reader_recvd(&self->reader);
 }
 
-/* self.recvd = x inside a callback hands the rest of the buffer over (and
-   replaces it with x); outside one it replaces what is buffered. */
+/* self.recvd = x inside a callback (or other code run while a chunk is
+   parsed) hands the rest of the buffer over (and replaces it with x);
+   outside one it replaces what is buffered. */
 static int
 Protocol_set_recvd(CoreObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
     Py_buffer view;
     int rc = 0;
-    if (reader_is_delivering(&self->reader)) {
+    if (reader_is_busy(&self->reader)) {
         Py_XINCREF(value);
         Py_XSETREF(self->recvd_set, value);
+        if (!reader_is_delivering(&self->reader)) {
+            /* Not from the box callback, which the sink checks after:
+               stop the scan before its next string, as stock checks
+               recvd after each string. */
+            reader_request_stop(&self->reader);
+        }
         return 0;
     }
     reader_reset(&self->reader);
@@ -440,7 +524,16 @@ static PyMethodDef Protocol_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+static PyObject *
+Protocol_get_boxTooLong(CoreObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->box_too_long != NULL ? self->box_too_long : Py_None);
+}
+
 static PyGetSetDef Protocol_getset[] = {
+    {"_boxTooLong", (getter)Protocol_get_boxTooLong, NULL,
+     "The ampcore.BoxTooLong that made this protocol drop its connection "
+     "(a box grew past maxBoxSize), or None.", NULL},
     {"recvd", (getter)Protocol_get_recvd, (setter)Protocol_set_recvd,
      "Bytes received and not yet parsed, as stock's: inside a box "
      "callback, the bytes after that box; between calls, the bytes after "

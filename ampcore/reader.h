@@ -3,14 +3,22 @@
  * pure-C scanner.
  *
  * Feed it chunks split anywhere; it hands each complete box (an AmpBox) to
- * a sink.  The bytes of the box being assembled are kept (so any split
- * point works and a caller can read what is not yet part of a delivered
- * box); nothing else is buffered, so memory is bounded by the box being
- * assembled.  Whole boxes inside one chunk are never copied.
+ * a sink.  What it holds between feeds is the box being assembled (its
+ * keys and values, as objects) and the bytes after its last complete key
+ * or value: a string is copied out of the stream once, and its raw bytes
+ * are then dropped, so a box costs what it costs stock.  (A reader made
+ * with keep_box_bytes also keeps the raw bytes from the box's start, for
+ * BoxParser.unprocessed.)  Whole boxes inside one chunk are never copied.
  *
- * The reader also keeps the bytes given to it while a sink runs (a
- * re-entrant dataReceived), so that they are parsed after everything the
- * outer call had, in order.
+ * A box may not grow past max_box bytes, counted before its strings are
+ * allocated (see box_cost()): the reader then stops for good, as after an
+ * over-long key.
+ *
+ * Python code runs inside a scan: the sink, and also finalizers (of a
+ * dropped box's values, of garbage the cyclic GC collects when a box is
+ * allocated).  Any of it may feed this reader again.  While a scan runs
+ * the reader is `busy`: its buffer must not move, so such bytes are queued
+ * (reader_queue) and parsed after everything the outer call had, in order.
  */
 #ifndef AMPCORE_READER_H
 #define AMPCORE_READER_H
@@ -25,10 +33,24 @@
 
 #define KEY_CACHE_SIZE 16   /* power of two */
 
+/* What a box's key or value costs, beyond its bytes: its length prefix and
+   about what a bytes object and its dict slot take.  maxBoxSize counts in
+   these units, so that it bounds memory, not only bytes on the wire. */
+#define BOX_STRING_COST 64
+
+/* No cap on a box's size. */
+#define BOX_SIZE_UNLIMITED ((size_t)-1)
+
 typedef struct {
     amp_scanner scanner;
-    amp_buf pending;             /* raw bytes from the current box's start */
+    /* Raw bytes not yet turned into objects: those after the last complete
+       key or value (or, with keep_box_bytes, from the box's start). */
+    amp_buf pending;
     size_t resume;               /* scan offset inside `pending` */
+    int keep_box_bytes;
+    size_t max_box;              /* the cap, or BOX_SIZE_UNLIMITED */
+    size_t box_size;             /* what the box being assembled costs */
+    size_t too_big;              /* 0, or the size that broke the cap */
     amp_buf queued;              /* bytes given while a sink ran */
     PyObject *box;               /* box being assembled, or NULL */
     PyObject *key;               /* key waiting for its value, or NULL */
@@ -37,7 +59,9 @@ typedef struct {
        cur_buf[cur_off:cur_len] (what stock's `recvd` shows a callback). */
     const unsigned char *cur_buf;
     size_t cur_len, cur_off;
-    int delivering;
+    int delivering;              /* a sink runs */
+    int busy;                    /* a scan runs: the buffer must not move */
+    int stop_requested;          /* end the scan after the current string */
     /* Keys repeat from box to box (_ask, _command, argument names): reuse
        the bytes objects, which also keeps their hashes cached. */
     PyObject *keys[KEY_CACHE_SIZE];
@@ -47,8 +71,9 @@ typedef struct {
 typedef enum {
     READER_ERROR = -1,       /* an exception is set */
     READER_NEED_MORE = 0,    /* the bytes ran out */
-    READER_STOPPED,          /* the sink asked to stop after a box */
-    READER_KEY_TOO_LONG      /* a key length prefix above 255 arrived */
+    READER_STOPPED,          /* the sink, or reader_request_stop(), asked to stop */
+    READER_KEY_TOO_LONG,     /* a key length prefix above 255 arrived */
+    READER_BOX_TOO_BIG       /* a box grew past max_box */
 } reader_status;
 
 /* What a sink tells the reader after taking a box. */
@@ -58,8 +83,10 @@ typedef enum {
     SINK_STOP                /* deliver nothing more in this feed */
 } sink_action;
 
-/* Called with each complete box, borrowed: the reader drops its own
-   reference after the call. */
+/* Called with each complete box, a reference the sink owns: it drops the
+   box before it decides (finalizers of the box's values run before the
+   checks that follow a box, as they do in stock, which drops a box before
+   it checks for a pause or a switch). */
 typedef sink_action (*box_sink)(void *ctx, PyObject *box);
 
 static void
@@ -69,12 +96,18 @@ reader_init(box_reader *r)
     amp_buf_init(&r->pending);
     amp_buf_init(&r->queued);
     r->resume = 0;
+    r->keep_box_bytes = 0;
+    r->max_box = BOX_SIZE_UNLIMITED;
+    r->box_size = 0;
+    r->too_big = 0;
     r->box = NULL;
     r->key = NULL;
     r->bad_key_length = -1;
     r->cur_buf = NULL;
     r->cur_len = r->cur_off = 0;
     r->delivering = 0;
+    r->busy = 0;
+    r->stop_requested = 0;
     memset(r->keys, 0, sizeof(r->keys));
 }
 
@@ -136,9 +169,36 @@ new_box(module_state *st)
     return st->AmpBox->tp_new(st->AmpBox, st->empty_tuple, NULL);
 }
 
+/* Whether a string of n bytes would take the box being assembled past the
+   cap; if so, remember the size it would have reached. */
+static int
+box_would_exceed(box_reader *r, size_t n)
+{
+    size_t cost = n + BOX_STRING_COST;
+    if (r->max_box == BOX_SIZE_UNLIMITED
+        || (r->box_size <= r->max_box && cost <= r->max_box - r->box_size)) {
+        return 0;
+    }
+    r->too_big = r->box_size + cost;
+    return 1;
+}
+
+/* Forget the box being assembled and the raw bytes buffered. */
+static void
+reader_drop_box(box_reader *r)
+{
+    Py_CLEAR(r->box);
+    Py_CLEAR(r->key);
+    amp_scanner_init(&r->scanner);
+    amp_buf_consume(&r->pending, r->pending.len);
+    r->resume = 0;
+    r->box_size = 0;
+}
+
 /*
  * Scan buf[*off:len] and deliver boxes.  *box_start tracks where the box
- * being assembled began.  On READER_KEY_TOO_LONG, r->bad_key_length is set.
+ * being assembled began.  On READER_KEY_TOO_LONG, r->bad_key_length is set;
+ * on READER_BOX_TOO_BIG, r->too_big.
  */
 static reader_status
 reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
@@ -153,14 +213,30 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
     int rc;
 
     for (;;) {
+        if (r->stop_requested) {
+            /* Code run from inside the scan (a finalizer) handed the
+               stream over (assigned recvd): stop after the last string. */
+            r->stop_requested = 0;
+            return READER_STOPPED;
+        }
         before = *off;
         switch (ev = amp_scan(&r->scanner, buf, len, off, &s)) {
         case AMP_NEED_MORE:
+            /* A string whose length prefix has come is counted now, before
+               its bytes are buffered. */
+            if (len - *off >= 2 && r->max_box != BOX_SIZE_UNLIMITED
+                && box_would_exceed(r, ((size_t)buf[*off] << 8)
+                                       | buf[*off + 1])) {
+                return READER_BOX_TOO_BIG;
+            }
             return READER_NEED_MORE;
         case AMP_KEY_TOO_LONG:
             r->bad_key_length = (Py_ssize_t)s.len;
             return READER_KEY_TOO_LONG;
         case AMP_KEY:
+            if (box_would_exceed(r, s.len)) {
+                goto too_big;
+            }
             if (r->box == NULL && (r->box = new_box(st)) == NULL) {
                 goto unscan;
             }
@@ -168,8 +244,12 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
             if (r->key == NULL) {
                 goto unscan;
             }
+            r->box_size += s.len + BOX_STRING_COST;
             break;
         case AMP_VALUE:
+            if (box_would_exceed(r, s.len)) {
+                goto too_big;
+            }
             value = PyBytes_FromStringAndSize((const char *)s.data,
                                               (Py_ssize_t)s.len);
             if (value == NULL) {
@@ -182,6 +262,7 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
                 goto unscan;
             }
             Py_CLEAR(r->key);
+            r->box_size += s.len + BOX_STRING_COST;
             break;
         case AMP_BOX_END:
             /* An empty box is still a box: stock's proto_key hands it to
@@ -190,6 +271,7 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
                 goto unscan;
             }
             *box_start = *off;
+            r->box_size = 0;
             /* The sink may run user code that feeds this reader again:
                it must find the box slot empty. */
             box = r->box;
@@ -200,7 +282,6 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
             r->delivering = 1;
             action = sink(ctx, box);
             r->delivering = 0;
-            Py_DECREF(box);
             if (action == SINK_ERROR) {
                 return READER_ERROR;
             }
@@ -216,17 +297,22 @@ unscan:
     *off = before;
     amp_scanner_unscan(&r->scanner, ev);
     return READER_ERROR;
+too_big:
+    *off = before;
+    amp_scanner_unscan(&r->scanner, ev);
+    return READER_BOX_TOO_BIG;
 }
 
 /*
- * Feed a chunk.  Whatever happens, the bytes of the unfinished box (and
- * after a stop, everything after the last delivered box) stay buffered.
+ * Feed a chunk.  Whatever happens, the bytes not yet turned into objects
+ * stay buffered (after a stop, everything after the last delivered box),
+ * except after a box grew too big: the reader then holds nothing more.
  */
 static reader_status
 reader_feed(box_reader *r, module_state *st, const unsigned char *data,
             size_t len, box_sink sink, void *ctx)
 {
-    size_t off, box_start = 0;
+    size_t off, box_start = 0, keep;
     reader_status rc;
 
     if (r->bad_key_length >= 0) {
@@ -234,17 +320,32 @@ reader_feed(box_reader *r, module_state *st, const unsigned char *data,
            cannot grow our memory while the connection closes. */
         return READER_KEY_TOO_LONG;
     }
+    if (r->too_big) {
+        return READER_BOX_TOO_BIG;
+    }
+    if (r->busy) {
+        /* Only reader_queue() may take bytes while a scan runs. */
+        PyErr_SetString(PyExc_RuntimeError, "ampcore: box reader re-entered");
+        return READER_ERROR;
+    }
     if (r->pending.len == 0) {
         /* Common case: scan the caller's bytes in place. */
         off = 0;
+        r->busy = 1;
         rc = reader_scan(r, st, data, len, &off, &box_start, sink, ctx);
-        if (amp_buf_append(&r->pending, data + box_start, len - box_start) < 0) {
+        r->busy = r->stop_requested = 0;
+        if (rc == READER_BOX_TOO_BIG) {
+            reader_drop_box(r);
+            return rc;
+        }
+        keep = r->keep_box_bytes ? box_start : off;
+        if (amp_buf_append(&r->pending, data + keep, len - keep) < 0) {
             if (rc != READER_ERROR) {
                 PyErr_NoMemory();
             }
             return READER_ERROR;
         }
-        r->resume = off - box_start;
+        r->resume = off - keep;
         return rc;
     }
     if (amp_buf_append(&r->pending, data, len) < 0) {
@@ -252,11 +353,81 @@ reader_feed(box_reader *r, module_state *st, const unsigned char *data,
         return READER_ERROR;
     }
     off = r->resume;
+    r->busy = 1;
     rc = reader_scan(r, st, r->pending.data, r->pending.len, &off, &box_start,
                      sink, ctx);
-    r->resume = off - box_start;
-    amp_buf_consume(&r->pending, box_start);
+    r->busy = r->stop_requested = 0;
+    if (rc == READER_BOX_TOO_BIG) {
+        reader_drop_box(r);
+        return rc;
+    }
+    keep = r->keep_box_bytes ? box_start : off;
+    r->resume = off - keep;
+    amp_buf_consume(&r->pending, keep);
     return rc;
+}
+
+/* maxBoxSize's value as a cap: None for none, else an int >= 0 (one
+   beyond what memory can hold is as good as none).  0, or -1 with an
+   exception set. */
+static int
+reader_cap_from_object(PyObject *value, size_t *cap)
+{
+    long long n;
+    int overflow;
+    if (value == Py_None) {
+        *cap = BOX_SIZE_UNLIMITED;
+        return 0;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError,
+                     "maxBoxSize must be an int or None, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    n = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow < 0 || (overflow == 0 && n < 0)) {
+        PyErr_SetString(PyExc_ValueError, "maxBoxSize must not be negative");
+        return -1;
+    }
+    if (overflow > 0 || (unsigned long long)n >= (unsigned long long)BOX_SIZE_UNLIMITED) {
+        *cap = BOX_SIZE_UNLIMITED - 1;
+    }
+    else {
+        *cap = (size_t)n;
+    }
+    return 0;
+}
+
+/* Set the cap for the next feeds. */
+static inline void
+reader_set_cap(box_reader *r, size_t cap)
+{
+    r->max_box = cap;
+}
+
+/* Whether a scan runs (bytes must then be queued, not fed). */
+static inline int
+reader_is_busy(const box_reader *r)
+{
+    return r->busy;
+}
+
+/* Ask a running scan to stop before its next string (READER_STOPPED). */
+static inline void
+reader_request_stop(box_reader *r)
+{
+    r->stop_requested = 1;
+}
+
+/* The size that took a box past the cap, or 0. */
+static inline size_t
+reader_too_big(const box_reader *r)
+{
+    return r->too_big;
 }
 
 /* Whether a sink is running (a box is being delivered). */
@@ -370,12 +541,8 @@ reader_recvd(const box_reader *r)
 static void
 reader_reset(box_reader *r)
 {
-    Py_CLEAR(r->box);
-    Py_CLEAR(r->key);
-    amp_scanner_init(&r->scanner);
-    amp_buf_consume(&r->pending, r->pending.len);
+    reader_drop_box(r);
     reader_drop_queued(r);
-    r->resume = 0;
 }
 
 /* owner.lengthLimitExceeded(length) for the over-long key prefix seen, as

@@ -24,6 +24,7 @@
     X(Failure, "twisted.python.failure", "Failure")                     \
     X(legacy_log, "twisted.python", "log")                              \
     X(KeyTooLongError, "ampcore._errors", "KeyTooLongError")            \
+    X(BoxTooLong, "ampcore._errors", "BoxTooLong")                      \
     X(Command, "twisted.protocols.amp", "Command")                      \
     X(InvalidSignature, "twisted.protocols.amp", "InvalidSignature")    \
     X(wire_name_to_identifier, "twisted.protocols.amp",                 \
@@ -83,7 +84,8 @@
     X(copy) X(get) X(update) X(keys) X(__iter__) X(__setitem__)         \
     X(__getitem__) X(__delitem__) X(MAX_LENGTH) X(prefixLength)         \
     X(structFormat) X(_commandDispatch) X(_wrapWithSerialization)       \
-    X(allErrors) X(trap) X(f) X(result) X(baseDispatchPrefix) X(upper)
+    X(allErrors) X(trap) X(f) X(result) X(baseDispatchPrefix) X(upper)    \
+    X(maxBoxSize) X(loseConnection)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
