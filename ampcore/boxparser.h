@@ -12,13 +12,29 @@
 #include "reader.h"
 #include "state.h"
 
+/* Where the sink collects boxes: a list, and a slot for the box the list
+   had no memory for (or NULL, to drop it). */
+typedef struct {
+    PyObject *list;
+    PyObject **stash;
+} collector;
+
 /* The sink that collects boxes into a list. */
 static sink_action
-sink_append(void *list, PyObject *box)
+sink_append(void *arg, PyObject *box)
 {
-    int rc = PyList_Append((PyObject *)list, box);
+    collector *c = (collector *)arg;
+    if (PyList_Append(c->list, box) < 0) {
+        if (c->stash != NULL && *c->stash == NULL) {
+            *c->stash = box;   /* not lost: the next feed hands it out */
+        }
+        else {
+            Py_DECREF(box);
+        }
+        return SINK_ERROR;
+    }
     Py_DECREF(box);
-    return rc < 0 ? SINK_ERROR : SINK_CONTINUE;
+    return SINK_CONTINUE;
 }
 
 /* The default maxBoxSize: ampcore._errors.DEFAULT_MAX_BOX_SIZE. */
@@ -71,6 +87,7 @@ module_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_buffer view;
     PyObject *boxes, *exc, *argv[2] = {NULL, NULL}, *data;
     size_t off = 0, box_start = 0, cap = DEFAULT_MAX_BOX_SIZE;
+    collector c;
     reader_status rc;
 
     if (bind_args(&parse_spec, args, nargs, kwnames, argv, NULL, NULL) < 0) {
@@ -93,10 +110,12 @@ module_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     /* One buffer, scanned in place: nothing is kept after it. */
+    c.list = boxes;
+    c.stash = NULL;
     reader_init(&reader);
     reader_set_cap(&reader, cap);
     rc = reader_scan(&reader, st, (const unsigned char *)view.buf,
-                     (size_t)view.len, &off, &box_start, sink_append, boxes);
+                     (size_t)view.len, &off, &box_start, sink_append, &c);
     if (rc == READER_KEY_TOO_LONG) {
         exc = PyObject_CallFunction(st->KeyTooLongError, "nn",
                                     reader_bad_key_length(&reader),
@@ -124,6 +143,7 @@ typedef struct {
     box_reader reader;
     int feeding;     /* set while feed() runs: a re-entrant feed is refused */
     PyObject *kept;  /* boxes a failed feed() completed, for the next one */
+    PyObject *stashed;  /* a box that feed() had no memory to list */
     int too_big_raised;
 } BoxParserObject;
 
@@ -157,6 +177,7 @@ BoxParser_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     reader_set_cap(&self->reader, DEFAULT_MAX_BOX_SIZE);
     self->feeding = 0;
     self->kept = NULL;
+    self->stashed = NULL;
     self->too_big_raised = 0;
     return (PyObject *)self;
 }
@@ -210,6 +231,7 @@ BoxParser_traverse(BoxParserObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->kept);
+    Py_VISIT(self->stashed);
     return reader_traverse(&self->reader, visit, arg);
 }
 
@@ -218,6 +240,7 @@ BoxParser_clear(BoxParserObject *self)
 {
     reader_clear_refs(&self->reader);
     Py_CLEAR(self->kept);
+    Py_CLEAR(self->stashed);
     return 0;
 }
 
@@ -228,6 +251,7 @@ BoxParser_dealloc(BoxParserObject *self)
     PyObject_GC_UnTrack(self);
     reader_clear(&self->reader);
     Py_CLEAR(self->kept);
+    Py_CLEAR(self->stashed);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -251,6 +275,7 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
     PyObject *data, *boxes;
     Py_buffer view;
     reader_status rc;
+    collector c;
 
     if (bind_args(&BoxParser_feed_spec, args, nargs, kwnames, &data, NULL,
                   NULL) < 0) {
@@ -270,18 +295,29 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
         PyBuffer_Release(&view);
         return NULL;
     }
+    if (self->stashed != NULL) {
+        if (PyList_Append(boxes, self->stashed) < 0) {
+            self->kept = boxes;
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_CLEAR(self->stashed);
+    }
+    c.list = boxes;
+    c.stash = &self->stashed;
     /* Held through the lengthLimitExceeded call too: a callback that fed
        us again would only be told again, without end. */
     self->feeding = 1;
     rc = reader_feed(&self->reader, st, (const unsigned char *)view.buf,
-                     (size_t)view.len, sink_append, boxes);
+                     (size_t)view.len, sink_append, &c);
     PyBuffer_Release(&view);
     if (rc == READER_KEY_TOO_LONG
         && reader_report_length_limit(&self->reader, st, (PyObject *)self) < 0) {
         rc = READER_ERROR;
     }
     if (rc == READER_BOX_TOO_BIG) {
-        if (self->too_big_raised && PyList_GET_SIZE(boxes) != 0) {
+        if (self->too_big_raised
+            && (PyList_GET_SIZE(boxes) != 0 || self->stashed != NULL)) {
             /* Raised already: hand out what that call kept. */
             rc = READER_NEED_MORE;
         }
@@ -293,7 +329,7 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
     }
     self->feeding = 0;
     if (rc == READER_ERROR) {
-        if (PyList_GET_SIZE(boxes) != 0) {
+        if (PyList_GET_SIZE(boxes) != 0 || self->stashed != NULL) {
             self->kept = boxes;
         }
         else {

@@ -230,3 +230,82 @@ def test_memory_stays_under_the_cap_plus_one_value():
         tracemalloc.stop()
     assert proto.transport.disconnecting
     assert peak <= cap + 65535 + 4096, peak
+
+
+# ---- maxBoxSize on BoxParser and parse: the C reader against the fallback -----------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from ampcore import _fallback  # noqa: E402
+
+_boxes = st.lists(
+    st.dictionaries(
+        st.binary(min_size=1, max_size=8), st.binary(max_size=300), max_size=6
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def outcome(call):
+    try:
+        return ("ok", [dict(b) for b in call()])
+    except Exception as e:
+        return ("raised", type(e).__name__, str(e))
+
+
+@given(_boxes, st.one_of(st.none(), st.integers(0, 3000)), st.data())
+def test_cap_on_parse_and_BoxParser_as_the_fallback(boxes, cap, data):
+    stream = b"".join(amp.AmpBox(b).serialize() for b in boxes)
+    stream += data.draw(st.binary(max_size=10))  # a box left unfinished
+    assert outcome(lambda: ampcore.parse(stream, cap)) == outcome(
+        lambda: _fallback.parse(stream, maxBoxSize=cap)
+    )
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+    chunks += [b"", b"\x00\x01a"]
+    traces = []
+    for parser in (ampcore.BoxParser(maxBoxSize=cap), _fallback.BoxParser(cap)):
+        trace = []
+        for chunk in chunks:
+            trace.append(outcome(lambda: parser.feed(chunk)))
+            trace.append(parser.unprocessed)
+        traces.append(trace)
+    assert traces[0] == traces[1]
+
+
+def test_BoxParser_keeps_the_boxes_of_a_feed_that_failed():
+    """The boxes a failed feed completed come out of the next feed."""
+    parser = ampcore.BoxParser(maxBoxSize=200)
+    first = amp.AmpBox({b"a": b"1"}).serialize()
+    with pytest.raises(ampcore.BoxTooLong):
+        parser.feed(first + pair(b"b", b"x" * 200))
+    assert parser.feed(b"more") == [{b"a": b"1"}]
+    with pytest.raises(ampcore.BoxTooLong):
+        parser.feed(b"more")
+
+
+def test_BoxParser_keeps_the_boxes_of_a_feed_out_of_memory():
+    """
+    Memory runs out at each allocation in turn: a feed that raises either
+    took none of its bytes (nothing parsed, nothing buffered: the caller
+    feeds them again) or keeps what it completed for the next feed, and
+    the rest of the stream buffered.  No box is lost or repeated.
+    """
+    _testcapi = pytest.importorskip("_testcapi")
+    stream = b"".join(amp.AmpBox({b"n": b"%d" % i}).serialize() for i in range(20))
+    for start in range(1, 200):
+        parser = ampcore.BoxParser()
+        got = []
+        _testcapi.set_nomemory(start, start + 1)
+        try:
+            try:
+                got += parser.feed(stream)
+            except MemoryError:
+                pass
+        finally:
+            _testcapi.remove_mem_hooks()
+        got += parser.feed(b"")
+        if not got and parser.unprocessed == b"":
+            got += parser.feed(stream)  # the failed feed took nothing
+        assert [b[b"n"] for b in got] == [b"%d" % i for i in range(20)], start
