@@ -302,7 +302,7 @@ def main():
     if sized:
         print("Throughput of the medians, in MB/s (10**6 bytes a second) of payload:")
         for row in sized:
-            print("  %-16s%s" % (row["case"].name, formatThroughput(row["mb_per_s"])[2:]))
+            print("  %-17s %s" % (row["case"].name, formatThroughput(row["mb_per_s"])[2:]))
     if not ampcore.HAS_C_EXTENSION:
         print(NO_C_WARNING)
     print("Total %.0f s" % (time.perf_counter() - started))
