@@ -710,3 +710,41 @@ def test_bytes_like_encodings_are_cut_from_a_snapshot():
     strings = amp.AmpBox()
     Chunked(_Encoded()).toBox(b"v", strings, {"v": "text"}, None)
     assert strings == {b"v": "text"}
+
+
+# ---- no leaks ---------------------------------------------------------------------------
+
+
+def test_joins_do_not_leak():
+    """
+    Every path of the join, accepted and refused, many times over: no
+    reference, block or traced byte is left behind, and the objects it is
+    handed come back to their reference counts (on a debug CPython the
+    reference total is checked too; see test_leaks.py).
+    """
+    from test_leaks import assertNoLeaks
+
+    full, last, name = F, b"last", b"v"
+    layouts = [items for _, items, _ in ACCEPTED] + [items for _, items, _, _ in HOSTILE]
+    layouts += [[(b"v", "text")], [(b"v.0", F), (b"v.1", None)], []]
+    boxes = [(amp.AmpBox if i % 2 else dict)(items) for i, items in enumerate(layouts)]
+
+    def step():
+        for box in boxes:
+            try:
+                arguments._joinChunks(box.copy(), name, 3 * C)
+            except (MalformedChunks, TypeError):
+                pass
+        try:
+            BigBytes().fromBox(name, amp.AmpBox({b"v.0": full, b"v.1": last}), {}, None)
+            BigBytes().toBox(name, {}, {"v": full + last}, None)
+        except Exception as e:  # pragma: no cover - reported by the assert
+            raise AssertionError(e)
+
+    assertNoLeaks(
+        step,
+        200,
+        warmup=20,
+        maxBytes=100_000,
+        watched={"full": full, "last": last, "name": name, "error": MalformedChunks},
+    )
