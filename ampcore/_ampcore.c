@@ -40,6 +40,7 @@
 #include "client.h"
 #include "dispatcher.h"
 #include "protocol.h"
+#include "chunked.h"
 
 static PyMethodDef ampcore_methods[] = {
     {"serialize", module_serialize, METH_O, serialize_doc},
@@ -55,6 +56,8 @@ static PyMethodDef ampcore_methods[] = {
     FASTCALL("_makeArgumentsFromKeywords", module_makeArgumentsFromKeywords,
              makeArgumentsFromKeywords_doc),
 #undef FASTCALL
+    {"_joinChunks", (PyCFunction)(void (*)(void))module_joinChunks,
+     METH_FASTCALL, joinChunks_doc},
     {NULL, NULL, 0, NULL}
 };
 

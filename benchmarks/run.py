@@ -171,6 +171,20 @@ def formatTime(seconds):
     return "%.3g %s" % (seconds / scale, unit)
 
 
+def throughput(case, row):
+    """MB/s (10**6 bytes a second) of each side's median, for a case with a
+    payload size."""
+    return {
+        side: case.size / row[side]["median"] / 1e6
+        for side in workloads.SIDES
+        if side in row
+    }
+
+
+def formatThroughput(mbPerS):
+    return "; " + ", ".join("%s %.0f MB/s" % item for item in mbPerS.items())
+
+
 def table(rows, withPyPy):
     lines = [["case", "stock", "ampcore", "speed-up", "target"]]
     if withPyPy:
@@ -251,14 +265,17 @@ def main():
                 "values": values[side],
             }
         row["speedup"] = row["stock"]["median"] / row["ampcore"]["median"]
+        if case.size:
+            row["mb_per_s"] = throughput(case, row)
         rows.append(row)
         print(
-            "%-13s stock %s, ampcore %s a run: %.1fx"
+            "%-13s stock %s, ampcore %s a run: %.1fx%s"
             % (
                 case.name,
                 formatTime(row["stock"]["median"]),
                 formatTime(row["ampcore"]["median"]),
                 row["speedup"],
+                formatThroughput(row["mb_per_s"]) if case.size else "",
             ),
             flush=True,
         )
@@ -281,6 +298,11 @@ def main():
         "\nMedian time per box or call; speed-up = stock / ampcore%s."
         % ("; ampcore vs PyPy = PyPy stock / ampcore" if args.pypy else "")
     )
+    sized = [row for row in rows if row["case"].size]
+    if sized:
+        print("Throughput of the medians, in MB/s (10**6 bytes a second) of payload:")
+        for row in sized:
+            print("  %-17s %s" % (row["case"].name, formatThroughput(row["mb_per_s"])[2:]))
     if not ampcore.HAS_C_EXTENSION:
         print(NO_C_WARNING)
     print("Total %.0f s" % (time.perf_counter() - started))
@@ -311,6 +333,7 @@ def main():
                     items=row["case"].items,
                     item=row["case"].unit,
                     target=row["case"].target,
+                    size=row["case"].size,
                 )
                 for row in rows
             ],

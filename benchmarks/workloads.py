@@ -19,6 +19,7 @@ Both sides run the same code; only the names in L{Side} differ.
 import argparse
 import functools
 import gc
+import itertools
 import json
 import platform
 import random
@@ -62,7 +63,7 @@ def Side(name):
     if name == "stock":
         return types.SimpleNamespace(
             AMP=amp.AMP, parse=amp.parseString, serialize=amp.AmpBox.serialize,
-            feed=stockFeed,
+            feed=stockFeed, name=name,
         )  # fmt: skip
     if name != "ampcore":
         raise ValueError("side must be one of %s, not %r" % (SIDES, name))
@@ -78,7 +79,7 @@ def Side(name):
 
     return types.SimpleNamespace(
         AMP=ampcore.AMP, parse=ampcore.parse, serialize=ampcore.serialize,
-        feed=ampcoreFeed,
+        feed=ampcoreFeed, name=name,
     )  # fmt: skip
 
 
@@ -115,11 +116,12 @@ class Workload:
 class Case:
     """C{make(side)} returns a L{Workload} that handles C{items} boxes or
     calls (C{unit}) per C{run()}; C{target} is the speed-up README.rst
-    asks for, or None."""
+    asks for, or None; C{size}, if given, the bytes of payload a run moves
+    (run.py reports MB/s for those cases)."""
 
-    def __init__(self, name, title, items, unit, make, target=None):
+    def __init__(self, name, title, items, unit, make, target=None, size=None):
         self.name, self.title, self.items, self.unit = name, title, items, unit
-        self.make, self.target = make, target
+        self.make, self.target, self.size = make, target, size
 
     def setup(self, side):
         return self.make(Side(side))
@@ -499,6 +501,126 @@ class TCPWorkload(Workload):
         )
 
 
+# --- Values over 64 KiB: ampcore.arguments.BigBytes against stock ---
+
+MIB = 1 << 20
+
+
+@functools.lru_cache(maxsize=None)
+def bigValue(size):
+    """C{size} deterministic bytes."""
+    return (_FILLER * (size // len(_FILLER) + 1))[:size]
+
+
+class StockBigString(amp.Argument):
+    """
+    What stock Twisted offers for values over 65,535 bytes: nothing built in
+    (C{ListOf(String())} cannot help, its whole encoding is one value and
+    so limited to 65,535 bytes too), so users write an Argument like this
+    one, the "BigString" recipe: the first 65,535 bytes under C{name}, the
+    rest in 65,535-byte chunks under C{name.2}, C{name.3}, ...  Written
+    here as efficiently as plain Python allows (slices, one join).
+    """
+
+    def toBox(self, name, strings, objects, proto):
+        value = self.retrieve(objects, amp._wireNameToPythonIdentifier(name), proto)
+        size = amp.MAX_VALUE_LENGTH
+        strings[name] = value[:size]
+        for index, start in enumerate(range(size, len(value), size), 2):
+            strings[name + b".%d" % index] = value[start : start + size]
+
+    def fromBox(self, name, strings, objects, proto):
+        parts = [self.retrieve(strings, name, proto)]
+        for index in itertools.count(2):
+            part = strings.pop(name + b".%d" % index, None)
+            if part is None:
+                break
+            parts.append(part)
+        objects[amp._wireNameToPythonIdentifier(name)] = b"".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def bigCommands(sideName):
+    """(Upload, Download) with the side's big-value argument: stock's
+    L{StockBigString}, ampcore's C{ampcore.arguments.BigBytes}."""
+    if sideName == "stock":
+        Big = StockBigString
+    else:
+        from ampcore.arguments import BigBytes as Big
+
+    class Upload(amp.Command):
+        arguments = [(b"data", Big())]
+        response = [(b"length", amp.Integer())]
+
+    class Download(amp.Command):
+        arguments = [(b"length", amp.Integer())]
+        response = [(b"data", Big())]
+
+    return Upload, Download
+
+
+@functools.lru_cache(maxsize=None)
+def bigServer(base, sideName):
+    Upload, Download = bigCommands(sideName)
+
+    class BigServer(base):
+        received = None
+
+        @Upload.responder
+        def receive(self, data):
+            self.received = data
+            return {"length": len(data)}
+
+        @Download.responder
+        def send(self, length):
+            return {"data": bigValue(length)}
+
+    return BigServer
+
+
+def bigWorkload(side, direction, size):
+    """One call moving a C{size}-byte value: sent as its argument
+    (C{direction="up"}) or received as its response (C{"down"}), client and
+    server joined in memory as in L{callWorkload}.  C{run()} returns
+    C{[the value as the receiving side got it]}."""
+    Upload, Download = bigCommands(side.name)
+    client, server = side.AMP(), bigServer(side.AMP, side.name)()
+    toServer, toClient = [], []
+    client.makeConnection(MemoryTransport(toServer))
+    server.makeConnection(MemoryTransport(toClient))
+    value = bigValue(size)
+
+    def pump():
+        while toServer or toClient:
+            if toServer:
+                data = b"".join(toServer)
+                toServer.clear()
+                server.dataReceived(data)
+            if toClient:
+                data = b"".join(toClient)
+                toClient.clear()
+                client.dataReceived(data)
+
+    def run():
+        results, errors = [], []
+        if direction == "up":
+            d = client.callRemote(Upload, data=value)
+        else:
+            d = client.callRemote(Download, length=size)
+        d.addCallbacks(results.append, errors.append)
+        pump()
+        if errors or len(results) != 1:
+            raise AssertionError("the %d-byte call failed: %s" % (size, errors[:1]))
+        if direction == "up":
+            if results[0] != {"length": size}:
+                raise AssertionError("answered %r" % (results[0],))
+            got, server.received = server.received, None
+            return [got]
+        return [results[0]["data"]]
+
+    return Workload(run)
+
+
 # --- The cases, in report order ---
 
 
@@ -512,6 +634,10 @@ def calls(method, command, argumentsList, pipelined):
 
 def tcp(inFlight):
     return lambda side: TCPWorkload(side, inFlight)
+
+
+def big(direction, size):
+    return lambda side: bigWorkload(side, direction, size)
 
 
 KB = BIG_VALUE // 1000
@@ -546,6 +672,14 @@ CASES = [
          "ListOf(Float)), 15 in flight", BATCH, "call", tcp(15), 5.0),
     Case("tcp-100", "TCP on 127.0.0.1, callRemote(Measure), 100 in flight",
          BATCH, "call", tcp(100), 5.0),
+    Case("chunked-up-1m", "a 1 MiB value as a call's argument: BigBytes against "
+         "a stock BigString-style Argument", 1, "value", big("up", MIB), size=MIB),
+    Case("chunked-down-1m", "a 1 MiB value as a call's response",
+         1, "value", big("down", MIB), size=MIB),
+    Case("chunked-up-16m", "a 16 MiB value as a call's argument",
+         1, "value", big("up", 16 * MIB), size=16 * MIB),
+    Case("chunked-down-16m", "a 16 MiB value as a call's response",
+         1, "value", big("down", 16 * MIB), size=16 * MIB),
 ]
 # fmt: on
 CASES_BY_NAME = {case.name: case for case in CASES}

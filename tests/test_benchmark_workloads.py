@@ -83,6 +83,10 @@ EXPECTED = {
     "string-pipe": _echoes,
     "tcp-15": _measures,
     "tcp-100": _measures,
+    "chunked-up-1m": lambda run: [workloads.bigValue(workloads.MIB)],
+    "chunked-down-1m": lambda run: [workloads.bigValue(workloads.MIB)],
+    "chunked-up-16m": lambda run: [workloads.bigValue(16 * workloads.MIB)],
+    "chunked-down-16m": lambda run: [workloads.bigValue(16 * workloads.MIB)],
 }
 """Case name -> C{f(n)}: the results of the C{n}th run() (from 0) of a fresh
 workload, from the inputs alone."""
@@ -201,3 +205,37 @@ def test_a_failed_call_is_an_error(side):
     )
     with pytest.raises(AssertionError, match="0 of 1 calls answered, 1 failed"):
         work.run()
+
+
+def test_chunked_cases():
+    """
+    The big-value cases: ampcore.arguments.BigBytes on the ampcore side,
+    the BigString recipe (what stock users write; ListOf(String()) is
+    limited to 65,535 bytes in all) on the stock side, whose layout BigBytes
+    accepts, so the two sides move the same bytes in the same keys but one.
+    """
+    from ampcore.arguments import BigBytes
+
+    mib = workloads.MIB
+    sizes = {
+        "chunked-up-1m": mib,
+        "chunked-down-1m": mib,
+        "chunked-up-16m": 16 * mib,
+        "chunked-down-16m": 16 * mib,
+    }
+    assert {name: CASES_BY_NAME[name].size for name in sizes} == sizes
+    value = workloads.bigValue(16 * mib)
+    assert len(value) == 16 * mib and len(set(value[i : i + 4096] for i in range(0, mib, 4096))) > 1
+    for side, kind in (("stock", workloads.StockBigString), ("ampcore", BigBytes)):
+        upload, download = workloads.bigCommands(side)
+        assert type(dict(upload.arguments)[b"data"]) is kind
+        assert type(dict(download.response)[b"data"]) is kind
+    box = amp.AmpBox()
+    workloads.StockBigString().toBox(b"data", box, {"data": value[: 3 * 65535 + 1]}, None)
+    assert sorted(box) == [b"data", b"data.2", b"data.3", b"data.4"]
+    objects = {}
+    BigBytes().fromBox(b"data", amp.AmpBox.copy(box), objects, None)
+    assert objects == {"data": value[: 3 * 65535 + 1]}
+    objects = {}
+    workloads.StockBigString().fromBox(b"data", amp.AmpBox.copy(box), objects, None)
+    assert objects == {"data": value[: 3 * 65535 + 1]}
