@@ -5,7 +5,8 @@
  * Calls out go through the vectorcall method API with interned names: no
  * bound-method objects, no argument tuples.  Calls in are bound by one
  * binder, bind_args(), so every C method refuses bad arguments with the
- * message Python gives for the stock method it stands in for.
+ * message Python gives for the stock method it stands in for.  Boxes are
+ * asked for keys without the detour Python subclasses of dict take.
  */
 #ifndef AMPCORE_CALLS_H
 #define AMPCORE_CALLS_H
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "compat.h"
+#include "state.h"
 
 /* ==== calling out ======================================================= */
 
@@ -79,6 +81,80 @@ attr_true(PyObject *obj, PyObject *name)
     t = (v == Py_False || v == Py_None) ? 0 : (v == Py_True ? 1 : PyObject_IsTrue(v));
     Py_DECREF(v);
     return t;
+}
+
+/*
+ * `key in box` and `box[key]` for the boxes AMP passes around: a dict,
+ * or a dict subclass (AmpBox) that keeps dict's own __contains__ and
+ * __getitem__ and has no __missing__, is asked as a dict.  (A Python
+ * subclass of dict reaches those through slot wrappers that call the
+ * method by name, several times the cost.)  Anything else: the protocol.
+ */
+static int
+box_contains(module_state *st, PyObject *box, PyObject *key)
+{
+    if (PyDict_CheckExact(box)
+        || (PyDict_Check(box)
+            && compat_type_lookup(Py_TYPE(box), st->str___contains__)
+               == st->dict_contains)) {
+        return PyDict_Contains(box, key);
+    }
+    return PySequence_Contains(box, key);
+}
+
+/* box[key], a new reference, or NULL with KeyError or another error. */
+static PyObject *
+box_getitem(module_state *st, PyObject *box, PyObject *key)
+{
+    PyTypeObject *tp = Py_TYPE(box);
+    PyObject *v, *exc;
+    if (PyDict_CheckExact(box)
+        || (PyDict_Check(box)
+            && compat_type_lookup(tp, st->str___getitem__) == st->dict_getitem
+            && compat_type_lookup(tp, st->str___missing__) == NULL)) {
+        if ((v = PyDict_GetItemWithError(box, key)) != NULL) {
+            return Py_NewRef(v);
+        }
+        if (!PyErr_Occurred()
+            && (exc = PyObject_CallOneArg(PyExc_KeyError, key)) != NULL) {
+            /* dict's own KeyError(key), its one argument the key. */
+            PyErr_SetObject(PyExc_KeyError, exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    return PyObject_GetItem(box, key);
+}
+
+/*
+ * d.addCallbacks(callback, errback, callbackKeywords={}): the entry
+ * d.addCallback/addErrback would add, with a plain dict for the callback's
+ * keywords.  Twisted runs each callback as callback(result, *args,
+ * **keywords), and unpacking its default (a read-only mapping proxy)
+ * costs a method call; a dict is unpacked in place.  0, or -1.
+ */
+static int
+add_callbacks(module_state *st, PyObject *d, PyObject *callback,
+              PyObject *errback)
+{
+    /* stack[0] is the spare slot PY_VECTORCALL_ARGUMENTS_OFFSET lends. */
+    PyObject *stack[5], *r;
+    if ((stack[4] = PyDict_New()) == NULL) {
+        return -1;
+    }
+    stack[0] = NULL;
+    stack[1] = d;
+    stack[2] = callback;
+    stack[3] = errback;
+    r = PyObject_VectorcallMethod(st->str_addCallbacks, stack + 1,
+                                  3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                  st->kw_callbackKeywords);
+    Py_DECREF(stack[4]);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 /* Does `name` on `self` still resolve to `expected` (found on the type,

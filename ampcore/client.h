@@ -219,7 +219,8 @@ static int
 chain_call(module_state *st, PyObject *d, PyObject *schema, PyObject *command,
            PyObject *proto)
 {
-    PyObject *call, *callback = NULL, *errback = NULL, *r = NULL;
+    PyObject *call, *callback = NULL, *errback = NULL, *r;
+    int rc = -1;
     if (d == Py_None) {
         /* requiresAnswer turned false inside _sendBoxCommand and true
            again: stock's d.addCallback(...) fails on None. */
@@ -233,17 +234,12 @@ chain_call(module_state *st, PyObject *d, PyObject *schema, PyObject *command,
                                      st->DispatcherCoreType)) != NULL
         && (errback = PyCMethod_New(&massage_errback_def, call, NULL,
                                     st->DispatcherCoreType)) != NULL) {
-        r = PyObject_CallMethodObjArgs(d, st->str_addCallbacks, callback,
-                                       errback, NULL);
+        rc = add_callbacks(st, d, callback, errback);
     }
     Py_XDECREF(call);
     Py_XDECREF(callback);
     Py_XDECREF(errback);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    return rc;
 }
 
 /* ==== callRemote ========================================================= */

@@ -246,7 +246,7 @@ take_request(module_state *st, PyObject *self, PyObject *box, PyObject *key)
     if ((table = PyObject_GetAttr(self, st->str__outstandingRequests)) == NULL) {
         return NULL;
     }
-    if ((tag = PyObject_GetItem(box, key)) == NULL) {
+    if ((tag = box_getitem(st, box, key)) == NULL) {
         Py_DECREF(table);
         return NULL;
     }
@@ -294,8 +294,8 @@ error_received(module_state *st, PyObject *self, PyObject *box)
     }
     /* A box without code or description leaves this request unanswered
        for ever, as BoxDispatcher._errorReceived does. */
-    if ((code = PyObject_GetItem(box, st->b_ERROR_CODE)) == NULL
-        || (desc = PyObject_GetItem(box, st->b_ERROR_DESCRIPTION)) == NULL) {
+    if ((code = box_getitem(st, box, st->b_ERROR_CODE)) == NULL
+        || (desc = box_getitem(st, box, st->b_ERROR_DESCRIPTION)) == NULL) {
         goto done;
     }
     if (PyBytes_Check(desc)) {
@@ -381,19 +381,19 @@ box_received(module_state *st, PyObject *self, PyObject *box)
     PyObject *r;
     int has;
 
-    if ((has = PySequence_Contains(box, st->b_ANSWER)) < 0) {
+    if ((has = box_contains(st, box, st->b_ANSWER)) < 0) {
         return -1;
     }
     if (has) {
         return call1_void(self, st->str__answerReceived, box);
     }
-    if ((has = PySequence_Contains(box, st->b_ERROR)) < 0) {
+    if ((has = box_contains(st, box, st->b_ERROR)) < 0) {
         return -1;
     }
     if (has) {
         return call1_void(self, st->str__errorReceived, box);
     }
-    if ((has = PySequence_Contains(box, st->b_COMMAND)) < 0) {
+    if ((has = box_contains(st, box, st->b_COMMAND)) < 0) {
         return -1;
     }
     if (has) {

@@ -43,7 +43,7 @@ format_answer(PyObject *request, PyTypeObject *cls, PyObject *const *args,
                   NULL) < 0) {
         return NULL;
     }
-    if ((ask = PyObject_GetItem(request, st->b_ASK)) == NULL) {
+    if ((ask = box_getitem(st, request, st->b_ASK)) == NULL) {
         return NULL;
     }
     rc = PyObject_SetItem(answer, st->b_ANSWER, ask);
@@ -120,7 +120,7 @@ format_error(PyObject *request, PyTypeObject *cls, PyObject *const *args,
         desc = Py_NewRef(st->b_UNKNOWN_DESCRIPTION);
     }
     if (box == NULL
-        || (ask = PyObject_GetItem(request, st->b_ASK)) == NULL
+        || (ask = box_getitem(st, request, st->b_ASK)) == NULL
         || PyObject_SetItem(box, st->b_ERROR, ask) < 0
         || PyObject_SetItem(box, st->b_ERROR_DESCRIPTION, desc) < 0
         || PyObject_SetItem(box, st->b_ERROR_CODE, code) < 0) {
@@ -229,7 +229,7 @@ static int
 emit_plain_answer(module_state *st, PyObject *self, PyObject *box,
                   PyObject *answer)
 {
-    PyObject *ask = PyObject_GetItem(box, st->b_ASK), *r;
+    PyObject *ask = box_getitem(st, box, st->b_ASK), *r;
     int rc;
     if (ask == NULL) {
         return -1;
@@ -657,8 +657,8 @@ dispatch_located(module_state *st, PyObject *self, PyObject *box,
         return NULL;
     }
     /* CommandLocator.locateResponder: `if name in cd: ... = cd[name]` */
-    found = PySequence_Contains(table, cmd);
-    entry = found > 0 ? PyObject_GetItem(table, cmd) : NULL;
+    found = box_contains(st, table, cmd);
+    entry = found > 0 ? box_getitem(st, table, cmd) : NULL;
     Py_DECREF(table);
     if (found < 0 || (found && entry == NULL)) {
         return NULL;
@@ -719,7 +719,7 @@ dispatch_command(module_state *st, PyObject *self, PyObject *box,
     if (!resolves_to(self, st->str_dispatchCommand, st->stock_dispatchCommand)) {
         return call1(self, st->str_dispatchCommand, box);
     }
-    if ((cmd = PyObject_GetItem(box, st->b_COMMAND)) == NULL) {
+    if ((cmd = box_getitem(st, box, st->b_COMMAND)) == NULL) {
         return NULL;
     }
     if ((locator = PyObject_GetAttr(self, st->str_locator)) == NULL) {
@@ -754,7 +754,7 @@ command_received(module_state *st, PyObject *self, PyObject *box)
     if (deferred == NULL && plain == NULL) {
         return -1;
     }
-    if ((has_ask = PySequence_Contains(box, st->b_ASK)) < 0) {
+    if ((has_ask = box_contains(st, box, st->b_ASK)) < 0) {
         Py_XDECREF(deferred);
         Py_XDECREF(plain);
         return -1;

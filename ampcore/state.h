@@ -59,7 +59,9 @@
     X(stock_wrapWithSerialization, "twisted.protocols.amp",             \
       "CommandLocator", "_wrapWithSerialization")                       \
     X(stock_callRemote, "twisted.protocols.amp", "BoxDispatcher",       \
-      "callRemote")
+      "callRemote")                                                     \
+    X(dict_contains, "builtins", "dict", "__contains__")                \
+    X(dict_getitem, "builtins", "dict", "__getitem__")
 
 /* Interned attribute and method names: field str_NAME holds "NAME". */
 #define AMPCORE_NAMES(X)                                                \
@@ -85,7 +87,8 @@
     X(__getitem__) X(__delitem__) X(MAX_LENGTH) X(prefixLength)         \
     X(structFormat) X(_commandDispatch) X(_wrapWithSerialization)       \
     X(allErrors) X(trap) X(f) X(result) X(baseDispatchPrefix) X(upper)    \
-    X(maxBoxSize) X(loseConnection)
+    X(maxBoxSize) X(loseConnection) X(__contains__) X(__missing__)  \
+    X(callbackKeywords)
 
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
@@ -156,6 +159,7 @@ typedef struct {
     PyObject *empty_tuple;
     PyObject *empty_bytes;
     PyObject *msg_unhandled;       /* "while receiving response to command" */
+    PyObject *kw_callbackKeywords; /* ("callbackKeywords",), for calls */
     /* Command coding (schema.h, arguments.h). */
     PyObject *schema_cache;        /* {id(command class): CommandSchema} */
     stock_class_state stock[STOCK_CLASS_COUNT];
@@ -279,7 +283,8 @@ state_init(module_state *st)
         || (st->empty_tuple = PyTuple_New(0)) == NULL
         || (st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)) == NULL
         || (st->msg_unhandled = PyUnicode_InternFromString(
-                "while receiving response to command")) == NULL) {
+                "while receiving response to command")) == NULL
+        || (st->kw_callbackKeywords = PyTuple_Pack(1, st->str_callbackKeywords)) == NULL) {
         return -1;
     }
     return 0;
@@ -374,6 +379,7 @@ state_clear(module_state *st)
     Py_CLEAR(st->empty_tuple);
     Py_CLEAR(st->empty_bytes);
     Py_CLEAR(st->msg_unhandled);
+    Py_CLEAR(st->kw_callbackKeywords);
 #define X(field, module, name) Py_CLEAR(st->field);
     AMPCORE_IMPORTS(X)
 #undef X

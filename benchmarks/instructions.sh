@@ -7,6 +7,10 @@
 # imports cancel out.
 set -euo pipefail
 case_name=$1 runs=${2:-5}
+# str and bytes hashes are salted per process, and dict probing with them:
+# a fixed salt makes the count repeat exactly (a changed salt moves it by
+# up to 5 %).
+export PYTHONHASHSEED=${PYTHONHASHSEED:-0}
 here=$(cd "$(dirname "$0")" && pwd)
 count() {  # $1: side, $2: runs -> total instructions
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python -P -c "

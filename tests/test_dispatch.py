@@ -256,3 +256,51 @@ def test_BoxDispatcher_works_without_AMP(ns, trace):
     trace.call("stop", d.stopReceivingBoxes, lostReason())
     trace.watch("after stop", d.callRemoteString(b"raw"))
     trace.add("table", d._outstandingRequests, d._counter)
+
+
+# ---- boxes of a dict class of the caller's own ------------------------------------------
+
+
+def _boxClass(kind, trace):
+    """A dict class that overrides how a key is looked for, recording it."""
+
+    class Box(dict):
+        if kind == "contains":
+
+            def __contains__(self, key):
+                trace.add("in", key)
+                return dict.__contains__(self, key) and key != b"_answer"
+
+        elif kind == "getitem":
+
+            def __getitem__(self, key):
+                trace.add("getitem", key)
+                return b"1" if key == b"_answer" else dict.__getitem__(self, key)
+
+        elif kind == "missing":
+
+            def __missing__(self, key):
+                trace.add("missing", key)
+                return b"2"
+
+    return Box
+
+
+@pytest.mark.parametrize("kind", ["contains", "getitem", "missing", "plain"])
+@differential
+def test_boxes_that_look_keys_up_their_own_way(ns, trace, kind):
+    """
+    ampBoxReceived called with a dict whose class has its own
+    C{__contains__}, C{__getitem__} or C{__missing__}: every test of a key
+    and every lookup goes through them, as in stock (ampcore asks a box as
+    a dict only when its class keeps dict's own).
+    """
+    Box = _boxClass(kind, trace)
+    proto, transport = connectedPeer(ns, trace)
+    trace.watch("first", proto.callRemoteString(b"Hello", hello=b"x"))
+    trace.watch("second", proto.callRemoteString(b"Hello", hello=b"y"))
+    answer = Box({b"_answer": b"2", b"hello": b"there"})
+    trace.call("answer", proto.ampBoxReceived, answer)
+    trace.call("answer without a tag", proto.ampBoxReceived, Box({b"_answer": b"9"}))
+    trace.call("command", proto.ampBoxReceived, Box({b"_command": b"Hello", b"hello": b"z"}))
+    recordState(trace, "end", proto)
