@@ -27,7 +27,7 @@ import platform
 from types import ModuleType
 
 from ampcore._errors import KeyTooLongError
-from ampcore._version import __version__
+from ampcore._version import __version__ as __version__
 
 __all__ = [
     "AMP",
