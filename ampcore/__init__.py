@@ -20,8 +20,11 @@ backed by stock Twisted; L{HAS_C_EXTENSION} says which is in use and
 L{FALLBACK_REASON} why the C extension is not.
 """
 
+from __future__ import annotations
+
 import os
 import platform
+from types import ModuleType
 
 from ampcore._errors import (
     BOX_STRING_COST,
@@ -29,6 +32,7 @@ from ampcore._errors import (
     BoxTooLong,
     KeyTooLongError,
 )
+from ampcore._version import __version__ as __version__
 
 __all__ = [
     "AMP",
@@ -48,10 +52,8 @@ __all__ = [
     "uninstall",
 ]
 
-__version__ = "0.1.0"
 
-
-def _load_c_extension():
+def _load_c_extension() -> tuple[ModuleType | None, str | None]:
     """The C extension module, or None and why not."""
     if os.environ.get("AMPCORE_PUREPYTHON", "") not in ("", "0"):
         return None, "AMPCORE_PUREPYTHON is set"
@@ -66,22 +68,26 @@ def _load_c_extension():
 
 
 _c, FALLBACK_REASON = _load_c_extension()
-HAS_C_EXTENSION = _c is not None
+HAS_C_EXTENSION: bool = _c is not None
 
+# Type checkers see the C extension's names (ampcore/_ampcore.pyi); the
+# fallback's have the same interface.
 if _c is not None:
-    serialize = _c.serialize
-    parse = _c.parse
-    BoxParser = _c.BoxParser
+    from ampcore._ampcore import BoxParser, parse, serialize
     from ampcore._protocol import AMP, BinaryBoxProtocol, BoxDispatcher
 else:
-    from twisted.protocols.amp import AMP, BinaryBoxProtocol, BoxDispatcher
+    from twisted.protocols.amp import (  # type: ignore[assignment]
+        AMP,
+        BinaryBoxProtocol,
+        BoxDispatcher,
+    )
 
-    from ampcore._fallback import BoxParser, parse, serialize
+    from ampcore._fallback import BoxParser, parse, serialize  # type: ignore[assignment]
 
-_PATCHED = ("BoxDispatcher", "BinaryBoxProtocol", "AMP")
+_PATCHED: tuple[str, ...] = ("BoxDispatcher", "BinaryBoxProtocol", "AMP")
 
 
-def install():
+def install() -> bool:
     """
     Make C{twisted.protocols.amp} use ampcore's classes.
 
@@ -97,7 +103,7 @@ def install():
     return HAS_C_EXTENSION
 
 
-def uninstall():
+def uninstall() -> None:
     """Put Twisted's own classes back into C{twisted.protocols.amp}."""
     if HAS_C_EXTENSION:
         from twisted.protocols import amp
@@ -106,7 +112,7 @@ def uninstall():
             setattr(amp, name, globals()[name]._ampcoreStock)
 
 
-def installed():
+def installed() -> bool:
     """Whether C{twisted.protocols.amp.AMP} is ampcore's."""
     from twisted.protocols import amp
 

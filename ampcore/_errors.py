@@ -1,5 +1,7 @@
 """Exceptions ampcore adds on top of Twisted's own."""
 
+from __future__ import annotations
+
 from twisted.protocols import amp
 
 
@@ -17,19 +19,19 @@ class KeyTooLongError(amp.TooLong, AttributeError):
     @ivar offset: where that prefix starts in the parsed bytes.
     """
 
-    def __init__(self, length, offset):
+    def __init__(self, length: int, offset: int) -> None:
         amp.TooLong.__init__(self, True, False, None, None)
-        self.length = length
-        self.offset = offset
+        self.length: int = length
+        self.offset: int = offset
         self.args = (
             f"remote key too long: length prefix {length} at offset {offset} "
             f"exceeds {amp.MAX_KEY_LENGTH}",
         )
 
-    def __str__(self):
-        return self.args[0]
+    def __str__(self) -> str:
+        return str(self.args[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"KeyTooLongError(length={self.length}, offset={self.offset})"
 
 

@@ -3,6 +3,11 @@ The codec's names backed by stock Twisted, for when the C extension is not
 in use.  Thin adapters over twisted.protocols.amp; no copy of AMP lives here.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, cast
+
 from twisted.protocols import amp
 
 from ampcore._errors import (
@@ -12,10 +17,11 @@ from ampcore._errors import (
     KeyTooLongError,
 )
 
-_UNLIMITED = object()
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
-def _checkedCap(maxBoxSize):
+def _checkedCap(maxBoxSize: int | None) -> int | None:
     """C{maxBoxSize} checked as the C extension checks it."""
     if maxBoxSize is None:
         return None
@@ -28,51 +34,54 @@ def _checkedCap(maxBoxSize):
     return maxBoxSize
 
 
-def serialize(box):
+def serialize(box: Mapping[bytes, bytes], /) -> bytes:
     """Encode C{box} with C{AmpBox.serialize}."""
-    return amp.AmpBox.serialize(box)
+    result: bytes = amp.AmpBox.serialize(cast(amp.AmpBox, box))
+    return result
 
 
-def parse(data, maxBoxSize=DEFAULT_MAX_BOX_SIZE):
+def parse(
+    data: ReadableBuffer | None, maxBoxSize: int | None = DEFAULT_MAX_BOX_SIZE
+) -> list[amp.AmpBox]:
     """Decode with C{amp.parseString}, raising L{KeyTooLongError} where
     stock's helper fails on its missing C{loseConnection}, and
     L{BoxTooLong} for a box that would cost more than C{maxBoxSize}."""
     parser = BoxParser(maxBoxSize)
     boxes = parser.feed(data if data is not None else b"")
     if parser.keyLengthLimitExceeded:
-        raise KeyTooLongError(parser._badLength, parser._badOffset)
+        raise KeyTooLongError(cast(int, parser._badLength), cast(int, parser._badOffset))
     return boxes
 
 
 class _Receiver:
     """Box receiver and transport for a stock BinaryBoxProtocol."""
 
-    def __init__(self, parser):
+    def __init__(self, parser: BoxParser) -> None:
         self.parser = parser
 
-    def startReceivingBoxes(self, sender):
+    def startReceivingBoxes(self, sender: object) -> None:
         pass
 
-    def ampBoxReceived(self, box):
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
         self.parser._boxes.append(box)
 
-    def stopReceivingBoxes(self, reason):
+    def stopReceivingBoxes(self, reason: object) -> None:
         pass
 
-    def loseConnection(self):
+    def loseConnection(self) -> None:
         pass
 
 
 class BoxParser:
     """Stock L{amp.BinaryBoxProtocol} behind the L{ampcore.BoxParser} API."""
 
-    def __init__(self, maxBoxSize=DEFAULT_MAX_BOX_SIZE):
+    def __init__(self, maxBoxSize: int | None = DEFAULT_MAX_BOX_SIZE) -> None:
         self._maxBoxSize = _checkedCap(maxBoxSize)
         self._boxSize = 0  # what the box being assembled costs
         self._wantValue = False
-        self._tooBig = None  # the size that broke the cap
+        self._tooBig: int | None = None  # the size that broke the cap
         self._tooBigRaised = False
-        self._boxes = []
+        self._boxes: list[amp.AmpBox] = []
         self._protocol = amp.BinaryBoxProtocol(_Receiver(self))
         self._protocol.makeConnection(self._protocol.boxReceiver)
         # Bytes since the last complete box; offsets below are into it.
@@ -80,13 +89,13 @@ class BoxParser:
         self._streamOffset = 0  # where _received starts in the stream
         self._consumed = 0  # what stock has framed as strings so far
         self._boxEnd = 0  # where the last complete box ended
-        self._badLength = None
-        self._badOffset = None
+        self._badLength: int | None = None
+        self._badOffset: int | None = None
         self._feeding = False
         protocol = self._protocol
-        stringReceived = protocol.stringReceived
+        stringReceived: Callable[[bytes], None] = protocol.stringReceived
 
-        def countingStringReceived(string):
+        def countingStringReceived(string: bytes) -> None:
             if self._wantValue or string:
                 self._count(len(string))
                 self._wantValue = not self._wantValue
@@ -98,24 +107,27 @@ class BoxParser:
             if len(self._boxes) != before:
                 self._boxEnd = self._consumed
 
-        def lengthLimitExceeded(length):
+        def lengthLimitExceeded(length: int) -> None:
             self._badLength = length
             self._badOffset = self._streamOffset + self._consumed
             amp.BinaryBoxProtocol.lengthLimitExceeded(protocol, length)
 
-        protocol.stringReceived = countingStringReceived
-        protocol.lengthLimitExceeded = lengthLimitExceeded
+        protocol.stringReceived = countingStringReceived  # type: ignore[method-assign]
+        protocol.lengthLimitExceeded = lengthLimitExceeded  # type: ignore[method-assign]
 
-    def _count(self, length):
+    def _tooBigError(self, cost: int) -> BoxTooLong:
+        self._tooBig = self._boxSize + cost
+        return BoxTooLong(cast(int, self._maxBoxSize), self._tooBig)
+
+    def _count(self, length: int) -> None:
         """Count a key or value of C{length} bytes against the cap, as the
         C reader does: before it is kept."""
         cost = length + BOX_STRING_COST
         if self._maxBoxSize is not None and self._boxSize + cost > self._maxBoxSize:
-            self._tooBig = self._boxSize + cost
-            raise BoxTooLong(self._maxBoxSize, self._tooBig)
+            raise self._tooBigError(cost)
         self._boxSize += cost
 
-    def _countPrefix(self):
+    def _countPrefix(self) -> None:
         """The C reader counts a string as soon as its length prefix has
         come: do the same for the bytes stock has not framed yet."""
         rest = self._received[self._consumed :]
@@ -127,32 +139,31 @@ class BoxParser:
                     self._maxBoxSize is not None
                     and self._boxSize + cost > self._maxBoxSize
                 ):
-                    self._tooBig = self._boxSize + cost
-                    raise BoxTooLong(self._maxBoxSize, self._tooBig)
+                    raise self._tooBigError(cost)
 
     @property
-    def maxBoxSize(self):
+    def maxBoxSize(self) -> int | None:
         return self._maxBoxSize
 
     @maxBoxSize.setter
-    def maxBoxSize(self, value):
+    def maxBoxSize(self, value: int | None) -> None:
         self._maxBoxSize = _checkedCap(value)
 
     @property
-    def keyLengthLimitExceeded(self):
-        return self._protocol._keyLengthLimitExceeded
+    def keyLengthLimitExceeded(self) -> bool:
+        return bool(self._protocol._keyLengthLimitExceeded)
 
     @property
-    def unprocessed(self):
+    def unprocessed(self) -> bytes:
         if self._tooBig is not None:
             return b""
         return self._received[self._boxEnd :]
 
-    def feed(self, data):
+    def feed(self, data: ReadableBuffer) -> list[amp.AmpBox]:
         with memoryview(data) as view:
             if not view.c_contiguous:
                 raise BufferError("memoryview: underlying buffer is not C-contiguous")
-            data = view.tobytes()
+            chunk = view.tobytes()
         if self._feeding:
             raise RuntimeError("BoxParser.feed() re-entered")
         self._feeding = True
@@ -162,14 +173,14 @@ class BoxParser:
                     boxes, self._boxes = self._boxes, []
                     return boxes
                 self._tooBigRaised = True
-                raise BoxTooLong(self._maxBoxSize, self._tooBig)
+                raise BoxTooLong(cast(int, self._maxBoxSize), self._tooBig)
             if self.keyLengthLimitExceeded:
                 boxes, self._boxes = self._boxes, []
-                self.lengthLimitExceeded(self._badLength)
+                self.lengthLimitExceeded(cast(int, self._badLength))
                 return boxes
-            self._received += data
+            self._received += chunk
             try:
-                self._protocol.dataReceived(data)
+                self._protocol.dataReceived(chunk)
                 if not self.keyLengthLimitExceeded:
                     self._countPrefix()
             except BoxTooLong:
@@ -180,7 +191,7 @@ class BoxParser:
             # the next feed to return first.)
             boxes, self._boxes = self._boxes, []
             if self.keyLengthLimitExceeded:
-                self.lengthLimitExceeded(self._badLength)
+                self.lengthLimitExceeded(cast(int, self._badLength))
             else:
                 self._received = self._received[self._boxEnd :]
                 self._streamOffset += self._boxEnd
@@ -190,5 +201,5 @@ class BoxParser:
         finally:
             self._feeding = False
 
-    def lengthLimitExceeded(self, length):
+    def lengthLimitExceeded(self, length: int, /) -> None:
         """Called when a key length prefix above 255 arrives."""

@@ -7,6 +7,10 @@ callRemote's Command coding) is Twisted's own code, and isinstance checks,
 zope.interface declarations and the Command.responder metaclass carry over.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from twisted.protocols import amp as _amp
 from twisted.python.failure import Failure
 
@@ -14,21 +18,31 @@ from ampcore import _ampcore
 from ampcore._errors import DEFAULT_MAX_BOX_SIZE
 
 
-def _stock(name):
+def _stock(name: str) -> Any:
     cls = getattr(_amp, name)
     # If install() already ran (e.g. this module is reloaded), keep the
     # stock class, not ours.
     return getattr(cls, "_ampcoreStock", cls)
 
 
-StockBoxDispatcher = _stock("BoxDispatcher")
-StockBinaryBoxProtocol = _stock("BinaryBoxProtocol")
-StockAMP = _stock("AMP")
+if TYPE_CHECKING:
+    # What _stock() returns: Twisted's own classes.
+    from twisted.protocols.amp import AMP as StockAMP
+    from twisted.protocols.amp import BinaryBoxProtocol as StockBinaryBoxProtocol
+    from twisted.protocols.amp import BoxDispatcher as StockBoxDispatcher
+else:
+    StockBoxDispatcher = _stock("BoxDispatcher")
+    StockBinaryBoxProtocol = _stock("BinaryBoxProtocol")
+    StockAMP = _stock("AMP")
 
 
 class BoxDispatcher(_ampcore.DispatcherCore, StockBoxDispatcher):
     __doc__ = StockBoxDispatcher.__doc__
-    _ampcoreStock = StockBoxDispatcher
+    if TYPE_CHECKING:  # Twisted's constructor, which Twisted leaves unannotated
+
+        def __init__(self, locator: Any) -> None: ...
+
+    _ampcoreStock: type[StockBoxDispatcher] = StockBoxDispatcher
 
 
 def _connectionLostReason(protocol, reason):
@@ -41,7 +55,11 @@ def _connectionLostReason(protocol, reason):
 
 class BinaryBoxProtocol(_ampcore.ProtocolCore, StockBinaryBoxProtocol):
     __doc__ = StockBinaryBoxProtocol.__doc__
-    _ampcoreStock = StockBinaryBoxProtocol
+    if TYPE_CHECKING:
+
+        def __init__(self, boxReceiver: Any) -> None: ...
+
+    _ampcoreStock: type[StockBinaryBoxProtocol] = StockBinaryBoxProtocol
 
     #: The most one box being received may cost, in bytes, or C{None} for
     #: no cap (stock has none): each key and value counts its length plus
@@ -60,7 +78,11 @@ class BinaryBoxProtocol(_ampcore.ProtocolCore, StockBinaryBoxProtocol):
 
 class AMP(BinaryBoxProtocol, BoxDispatcher, StockAMP):
     __doc__ = StockAMP.__doc__
-    _ampcoreStock = StockAMP
+    if TYPE_CHECKING:
+
+        def __init__(self, boxReceiver: Any = None, locator: Any = None) -> None: ...
+
+    _ampcoreStock: type[StockAMP] = StockAMP
 
     def connectionLost(self, reason):
         StockAMP.connectionLost(self, _connectionLostReason(self, reason))

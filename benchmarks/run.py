@@ -9,6 +9,7 @@ From the repository root, with ampcore installed (pip install '.[bench]')::
     python benchmarks/run.py --case tcp       # cases whose name contains "tcp"
     python benchmarks/run.py --list           # list the cases
     python benchmarks/run.py --pypy PYTHON    # add a PyPy column (see below)
+    python benchmarks/run.py --plot out.png   # also draw the speed-ups (plot.py)
 
 pyperf does the timing (calibration, worker processes, warm-up, values) of
 the cases of workloads.py.  A case runs in rounds; each round is two pyperf
@@ -56,6 +57,7 @@ except ImportError:
 import twisted
 
 import ampcore
+import plot
 import workloads
 
 # pyperf's processes per round, values per process, seconds per value; rounds
@@ -94,6 +96,11 @@ def parseArguments():
     add("--quick", action="store_true", help="smoke run: fewer, shorter values")
     add("--rounds", type=int, help="default %d, --quick %d" % (ROUNDS, QUICK_ROUNDS))
     add("--json", metavar="PATH", help="write the results as JSON")
+    add(
+        "--plot",
+        metavar="PATH",
+        help="draw the speed-ups as a PNG (needs matplotlib: pip install '.[plot]')",
+    )
     add("--case", action="append", metavar="SUBSTRING", help="cases to run")
     add("--list", action="store_true", help="list the cases")
     add(
@@ -234,6 +241,8 @@ def main():
         for case in cases:
             timeCase(runner, args, case)
         return
+    if args.plot:
+        plot.requireMatplotlib()  # before minutes of measuring, not after
 
     started = time.perf_counter()
     print("Stock Twisted AMP against ampcore")
@@ -307,7 +316,7 @@ def main():
         print(NO_C_WARNING)
     print("Total %.0f s" % (time.perf_counter() - started))
 
-    if args.json:
+    if args.json or args.plot:
         document = {
             "python": sys.version.split()[0],
             "implementation": platform.python_implementation(),
@@ -338,9 +347,13 @@ def main():
                 for row in rows
             ],
         }
+    if args.json:
         with open(args.json, "w") as f:
             json.dump(document, f, indent=1)
         print("Results written to", args.json)
+    if args.plot:
+        plot.plot(document, args.plot)
+        print("Chart written to", args.plot)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Connects to 127.0.0.1, port 7878 unless given.
 """
 
 import sys
+from typing import Any
 
 import ampcore
 from twisted.internet import defer, endpoints, task
@@ -17,7 +18,7 @@ from commands import Divide, Sum
 DEFAULT_PORT = 7878
 
 
-async def run(reactor, port):
+async def run(reactor: Any, port: int) -> None:
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
     # AMP is symmetric: the client side is an AMP protocol too, and can be
     # ampcore's.  (Or call ampcore.install() first and use amp.AMP.)
@@ -43,9 +44,12 @@ async def run(reactor, port):
     protocol.transport.loseConnection()
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     port = int(argv[1]) if len(argv) > 1 else DEFAULT_PORT
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor, port)))
+    def start(reactor: Any) -> defer.Deferred[None]:
+        return defer.ensureDeferred(run(reactor, port))
+
+    task.react(start)
 
 
 if __name__ == "__main__":

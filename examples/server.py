@@ -9,14 +9,22 @@ examples/client.py in another terminal.
 """
 
 import sys
+from typing import Any
 
 import ampcore
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints
+from twisted.internet import reactor as _reactor
+from twisted.internet.tcp import Port
 from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
 
 from commands import Divide, Sum
 
 DEFAULT_PORT = 7878
+
+# The global reactor: Twisted declares it as a module, not as the reactor
+# interfaces it provides (IReactorTCP, IReactorCore).
+reactor: Any = _reactor
 
 # There are two ways to use ampcore.  This file shows the first: subclass
 # ampcore.AMP instead of twisted.protocols.amp.AMP.
@@ -32,27 +40,27 @@ DEFAULT_PORT = 7878
 
 class Calculator(ampcore.AMP):
     @Sum.responder
-    def sum(self, a, b):
+    def sum(self, a: int, b: int) -> dict[str, int]:
         return {"total": a + b}
 
     @Divide.responder
-    def divide(self, numerator, denominator):
+    def divide(self, numerator: int, denominator: int) -> dict[str, float]:
         # A ZeroDivisionError raised here goes back to the client as the
         # error Divide declares.
         return {"result": numerator / denominator}
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     port = int(argv[1]) if len(argv) > 1 else DEFAULT_PORT
     endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
     d = endpoint.listen(Factory.forProtocol(Calculator))
 
-    def listening(listeningPort):
+    def listening(listeningPort: Port) -> None:
         address = listeningPort.getHost()
         print(f"Serving on {address.host}:{address.port}", flush=True)
         print(f"ampcore C extension in use: {ampcore.HAS_C_EXTENSION}", flush=True)
 
-    def failed(reason):
+    def failed(reason: Failure) -> None:
         print(f"Cannot listen: {reason.getErrorMessage()}", file=sys.stderr)
         reactor.stop()
 
