@@ -282,18 +282,29 @@ done:
 
 /* ==== the working copy ================================================== */
 
+/* Keys a view may have taken before it must be made a dict. */
+#define WC_VIEW_TAKEN 16
+
 /*
  * Stock's myObjects / myStrings: `objects.copy()`, from which each
- * argument retrieves (and removes) its value.  For callRemote's keywords
- * it is the keywords themselves, with what was retrieved marked, until an
- * argument coded by its own methods needs the dict: then it is built as
- * stock's would be by then.
+ * argument retrieves (and removes) its value.  Until an argument coded by
+ * its own methods needs the dict, no copy is made:
+ *
+ *  - for callRemote's keywords, it is the keywords themselves, with what
+ *    was retrieved marked;
+ *  - for a box of strings that is a plain dict (parsing), it is a view of
+ *    the box itself, with the keys retrieved remembered.  Nothing but C
+ *    runs until the copy is made, so no code can change the box in
+ *    between, and the copy is then what stock's would be by then.
  */
 typedef struct {
-    PyObject *dict;              /* owned; NULL: reading keywords */
+    PyObject *dict;              /* owned; NULL: reading keywords or a view */
     PyObject *const *kwvalues;
     PyObject *kwnames;
     unsigned char *taken;        /* per keyword: retrieved */
+    PyObject *view;              /* borrowed: the dict viewed, or NULL */
+    PyObject *view_taken[WC_VIEW_TAKEN];  /* borrowed: keys retrieved */
+    int view_ntaken;
 } working_copy;
 
 static void
@@ -322,14 +333,60 @@ wc_copy(module_state *st, working_copy *wc, PyObject *objects)
     return wc->dict == NULL ? -1 : 0;
 }
 
-/* The dict itself, built from the keywords not yet retrieved if need be:
-   borrowed, or NULL with an exception. */
+/* A working copy of a box of strings: a view of it when it is a plain
+   dict, else wc_copy(): 0, or -1 with an exception. */
+static int
+wc_view(module_state *st, working_copy *wc, PyObject *strings)
+{
+    if (is_plain_dict(st, strings)) {
+        wc->view = strings;
+        wc->view_ntaken = 0;
+        return 0;
+    }
+    return wc_copy(st, wc, strings);
+}
+
+/* Whether a view's `key` was retrieved already (bytes keys, compared as
+   the dict compares them). */
+static int
+wc_view_took(const working_copy *wc, PyObject *key)
+{
+    int i;
+    for (i = 0; i < wc->view_ntaken; i++) {
+        PyObject *t = wc->view_taken[i];
+        if (t == key
+            || (PyBytes_CheckExact(t) && PyBytes_CheckExact(key)
+                && PyBytes_GET_SIZE(t) == PyBytes_GET_SIZE(key)
+                && memcmp(PyBytes_AS_STRING(t), PyBytes_AS_STRING(key),
+                          (size_t)PyBytes_GET_SIZE(key)) == 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The dict itself, built from the keywords not yet retrieved, or copied
+   from the view without the keys retrieved, if need be: borrowed, or NULL
+   with an exception. */
 static PyObject *
-wc_dict(working_copy *wc)
+wc_dict(module_state *st, working_copy *wc)
 {
     Py_ssize_t i, n;
     PyObject *d;
     if (wc->dict != NULL) {
+        return wc->dict;
+    }
+    if (wc->view != NULL) {
+        if (wc_copy(st, wc, wc->view) < 0) {
+            return NULL;
+        }
+        wc->view = NULL;
+        for (i = 0; i < wc->view_ntaken; i++) {
+            if (PyDict_DelItem(wc->dict, wc->view_taken[i]) < 0) {
+                Py_CLEAR(wc->dict);
+                return NULL;
+            }
+        }
         return wc->dict;
     }
     if ((d = PyDict_New()) == NULL) {
@@ -348,6 +405,17 @@ wc_dict(working_copy *wc)
     return d;
 }
 
+/* A missing key: None when optional, else KeyError (NULL). */
+static PyObject *
+wc_missing(PyObject *key, int optional)
+{
+    if (optional) {
+        Py_RETURN_NONE;
+    }
+    set_key_error(key);
+    return NULL;
+}
+
 /*
  * Argument.retrieve(d, key): `d.get(key)` and, unless None, `del d[key]`
  * when optional; else `d.pop(key)`.  New reference (None for an optional
@@ -357,6 +425,22 @@ static PyObject *
 wc_retrieve(module_state *st, working_copy *wc, PyObject *key, int optional)
 {
     PyObject *d = wc->dict, *v;
+    if (d == NULL && wc->view != NULL) {
+        if (wc->view_ntaken == WC_VIEW_TAKEN && wc_dict(st, wc) == NULL) {
+            return NULL;
+        }
+        d = wc->dict;
+    }
+    if (d == NULL && wc->view != NULL) {
+        v = PyDict_GetItemWithError(wc->view, key);
+        if (v == NULL || wc_view_took(wc, key)) {
+            return PyErr_Occurred() ? NULL : wc_missing(key, optional);
+        }
+        if (!(optional && v == Py_None)) {
+            wc->view_taken[wc->view_ntaken++] = key;
+        }
+        return Py_NewRef(v);
+    }
     if (d == NULL) {
         Py_ssize_t i, n = wc->kwnames ? PyTuple_GET_SIZE(wc->kwnames) : 0;
         for (i = 0; i < n; i++) {
@@ -365,11 +449,7 @@ wc_retrieve(module_state *st, working_copy *wc, PyObject *key, int optional)
             }
         }
         if (i == n) {
-            if (optional) {
-                Py_RETURN_NONE;
-            }
-            set_key_error(key);
-            return NULL;
+            return wc_missing(key, optional);
         }
         v = wc->kwvalues[i];
         if (!(optional && v == Py_None)) {
@@ -389,14 +469,7 @@ wc_retrieve(module_state *st, working_copy *wc, PyObject *key, int optional)
     }
     v = PyDict_GetItemWithError(d, key);
     if (v == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        if (optional) {
-            Py_RETURN_NONE;
-        }
-        set_key_error(key);
-        return NULL;
+        return PyErr_Occurred() ? NULL : wc_missing(key, optional);
     }
     Py_INCREF(v);
     if (!(optional && v == Py_None) && PyDict_DelItem(d, key) < 0) {
@@ -640,7 +713,7 @@ amplist_element_to_string(coder *c, const arg_entry *e, PyObject *objects)
 {
     module_state *st = c->st;
     PyObject *subargs, *box = NULL, *r, *result = NULL;
-    working_copy wc = {NULL, NULL, NULL, NULL};
+    working_copy wc = {NULL, NULL, NULL, NULL, NULL, {NULL}, 0};
 
     if ((subargs = PyObject_GetAttr(e->arg, st->str_subargs)) == NULL) {
         return NULL;
@@ -733,7 +806,7 @@ static int
 to_box_by_itself(coder *c, PyObject *arg, PyObject *name, working_copy *wc,
                  PyObject *strings)
 {
-    PyObject *d = wc_dict(wc), *r;
+    PyObject *d = wc_dict(c->st, wc), *r;
     if (d == NULL) {
         return -1;
     }
@@ -1127,8 +1200,11 @@ static int
 from_box_by_itself(coder *c, PyObject *arg, PyObject *name, working_copy *wc,
                    PyObject *objects)
 {
-    PyObject *r = call_method4(arg, c->st->str_fromBox, name, wc->dict, objects,
-                               c->proto);
+    PyObject *d = wc_dict(c->st, wc), *r;
+    if (d == NULL) {
+        return -1;
+    }
+    r = call_method4(arg, c->st->str_fromBox, name, d, objects, c->proto);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -1165,7 +1241,7 @@ entry_from_box(coder *c, const arg_entry *e, working_copy *wc, PyObject *objects
 static PyObject *
 strings_to_objects(coder *c, const arglist *al, PyObject *list, PyObject *strings)
 {
-    working_copy wc = {NULL, NULL, NULL, NULL};
+    working_copy wc = {NULL, NULL, NULL, NULL, NULL, {NULL}, 0};
     list_walk w;
     PyObject *objects, *item, *pair;
     const arg_entry *e;
@@ -1174,7 +1250,7 @@ strings_to_objects(coder *c, const arglist *al, PyObject *list, PyObject *string
     if ((objects = PyDict_New()) == NULL) {
         return NULL;
     }
-    if (wc_copy(c->st, &wc, strings) < 0 || walk_start(&w, list) < 0) {
+    if (wc_view(c->st, &wc, strings) < 0 || walk_start(&w, list) < 0) {
         wc_clear(&wc);
         Py_DECREF(objects);
         return NULL;
@@ -1304,7 +1380,7 @@ schema_make_arguments(module_state *st, PyObject *schema, PyObject *cls,
                       PyObject *objects, PyObject *proto)
 {
     SchemaObject *s = schema_for_use(st, schema, cls);
-    working_copy wc = {NULL, NULL, NULL, NULL};
+    working_copy wc = {NULL, NULL, NULL, NULL, NULL, {NULL}, 0};
     PyObject *allowed = NULL, *it = NULL, *name, *list = NULL, *box = NULL;
     PyObject *result = NULL;
     coder c;
@@ -1510,7 +1586,7 @@ schema_make_arguments_kw(module_state *st, PyObject *schema, PyObject *cls,
     SchemaObject *s = schema_for_use(st, schema, cls);
     Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     unsigned char taken_here[32] = {0};
-    working_copy wc = {NULL, kwvalues, kwnames, taken_here};
+    working_copy wc = {NULL, kwvalues, kwnames, taken_here, NULL, {NULL}, 0};
     PyObject *allowed = NULL, *list = NULL, *box = NULL, *result = NULL;
     coder c;
 
@@ -1568,7 +1644,7 @@ schema_make_response(module_state *st, PyObject *schema, PyObject *cls,
                      PyObject *objects, PyObject *proto)
 {
     SchemaObject *s = schema_for_use(st, schema, cls);
-    working_copy wc = {NULL, NULL, NULL, NULL};
+    working_copy wc = {NULL, NULL, NULL, NULL, NULL, {NULL}, 0};
     PyObject *list = NULL, *box, *result = NULL;
     coder c;
 

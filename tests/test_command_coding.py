@@ -522,6 +522,32 @@ def test_mixed_make_and_parse(objects):
             assert logged(getattr(C, "_" + op), Mixed, variant, PROTO) == expected
 
 
+class Many(amp.Command):
+    """More C-coded arguments than ampcore's view of a box remembers taken
+    keys for (16) before a user Argument, then more: the working copy must
+    be made midway, as stock's would be by then."""
+
+    arguments = (
+        [(b"i%02d" % i, amp.Integer()) for i in range(20)]
+        + [(b"rec", Recording()), (b"i00", amp.Integer(optional=True))]
+        + [(b"u", amp.Unicode(optional=True)), (b"rec2", Recording(optional=True))]
+    )
+    response = arguments
+
+
+@pytest.mark.parametrize("extra", [{}, {"u": "x"}, {"rec2": 5}])
+def test_many_arguments_before_a_user_argument(extra):
+    objects = dict({"i%02d" % i: i for i in range(20)}, rec=[1], **extra)
+    box = Many.makeArguments(objects, PROTO)
+    for op in ("makeArguments", "makeResponse"):
+        expected = logged(getattr(Many, op), objects, PROTO)
+        assert logged(getattr(C, "_" + op), Many, objects, PROTO) == expected
+    for variant in (box, dict(box), {k: v for k, v in box.items() if k != b"i05"}):
+        for op in ("parseArguments", "parseResponse"):
+            expected = logged(getattr(Many, op), variant, PROTO)
+            assert logged(getattr(C, "_" + op), Many, variant, PROTO) == expected
+
+
 def test_mixed_round_trip_values():
     box = C._makeArguments(Mixed, MIXED_OBJECTS, PROTO)
     assert box[b"over"] == b"<7>"
