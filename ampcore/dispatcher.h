@@ -72,6 +72,44 @@ DISPATCHER_SPEC(ampBoxReceived, box_params, 1, 1);
 DISPATCHER_SPEC(_safeEmit, safeEmit_params, 1, 1);
 #undef DISPATCHER_SPEC
 
+/* Stock's BoxDispatcher._nextTag, step by step: `self._counter += 1`,
+   then `return b"%x" % (self._counter,)`.  Whatever _counter holds (a
+   bool, a big or negative int, an int subclass with its own __add__, a
+   float, a str...), this gives stock's tag or stock's exception, where
+   stock raises it. */
+static PyObject *
+next_tag_as_stock(module_state *st, PyObject *self)
+{
+    PyObject *one, *v, *next, *args, *tag;
+    if ((one = PyLong_FromLong(1)) == NULL) {
+        return NULL;
+    }
+    v = PyObject_GetAttr(self, st->str__counter);
+    next = v ? PyNumber_InPlaceAdd(v, one) : NULL;
+    Py_XDECREF(v);
+    Py_DECREF(one);
+    if (next == NULL) {
+        return NULL;
+    }
+    if (PyObject_SetAttr(self, st->str__counter, next) < 0) {
+        Py_DECREF(next);
+        return NULL;
+    }
+    Py_DECREF(next);
+    /* Read again, as stock's second `self._counter` does. */
+    if ((v = PyObject_GetAttr(self, st->str__counter)) == NULL) {
+        return NULL;
+    }
+    args = PyTuple_Pack(1, v);
+    Py_DECREF(v);
+    if (args == NULL) {
+        return NULL;
+    }
+    tag = PyNumber_Remainder(st->b_HEX_FORMAT, args);
+    Py_DECREF(args);
+    return tag;
+}
+
 static PyObject *
 Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
                    Py_ssize_t nargs, PyObject *kwnames)
@@ -82,29 +120,16 @@ Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
     if (bind_args(&_nextTag_spec, args, nargs, kwnames, NULL, NULL, NULL) < 0) {
         return NULL;
     }
-    if (compat_type_lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
-        /* A subclass set _counter as a class attribute: count from it as
-           stock's `self._counter += 1` does. */
-        PyObject *one = PyLong_FromLong(1), *v, *next;
-        if (one == NULL) {
-            return NULL;
-        }
-        v = PyObject_GetAttr((PyObject *)self, st->str__counter);
-        next = v ? PyNumber_InPlaceAdd(v, one) : NULL;
-        Py_XDECREF(v);
-        Py_DECREF(one);
-        if (next == NULL
-            || PyObject_SetAttr((PyObject *)self, st->str__counter, next) < 0) {
-            Py_XDECREF(next);
-            return NULL;
-        }
-        v = PyNumber_Remainder(st->b_HEX_FORMAT, next);
-        Py_DECREF(next);
-        return v;
+    if (self->counter_obj != NULL || self->counter == INT64_MAX
+        || compat_type_lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
+        /* _counter is not a small non-negative int held in C, or a
+           subclass made it a class attribute of its own. */
+        return next_tag_as_stock(st, (PyObject *)self);
     }
     /* Lowercase hex, no prefix, from 1, as stock's b"%x" % counter. */
     self->counter++;
-    n = amp_format_hex(tag, self->counter);
+    self->counter_own = 1;
+    n = amp_format_hex(tag, (unsigned long long)self->counter);
     return PyBytes_FromStringAndSize(tag, (Py_ssize_t)n);
 }
 
@@ -454,25 +479,62 @@ Dispatcher_safeEmit(CoreObject *self, PyTypeObject *cls,
     Py_RETURN_NONE;
 }
 
+/* _counter, read: what stock's `self._counter` gives (the class's 0 until
+   the instance has its own). */
 static PyObject *
 Dispatcher_get_counter(CoreObject *self, void *Py_UNUSED(closure))
 {
-        return PyLong_FromUnsignedLongLong(self->counter);
+    if (self->counter_obj != NULL) {
+        return Py_NewRef(self->counter_obj);
+    }
+    return PyLong_FromLongLong(self->counter);
 }
 
+/* _counter, set or deleted as an instance attribute shadowing the class's
+   `_counter = 0`: any object is taken, as stock takes it (what cannot be
+   counted fails at the next _nextTag, as stock's does); `del` brings the
+   class's 0 back, or raises AttributeError if there was nothing to
+   delete. */
 static int
 Dispatcher_set_counter(CoreObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    unsigned long long v;
-        if (value == NULL) {
-        self->counter = 0;   /* back to the class default */
-        return 0;
+    PyObject *old = self->counter_obj;
+    long long v;
+    int overflow = 0;
+
+    if (value == NULL) {
+        if (!self->counter_own) {
+            PyErr_Format(PyExc_AttributeError,
+                         "'%.100s' object has no attribute '_counter'",
+                         Py_TYPE(self)->tp_name);
+            return -1;
+        }
+        self->counter_own = 0;
+        self->counter = 0;
+        self->counter_obj = NULL;
     }
-    v = PyLong_AsUnsignedLongLong(value);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        return -1;
+    else {
+        if (PyLong_CheckExact(value)) {
+            v = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (v == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        else {
+            v = -1;
+        }
+        self->counter_own = 1;
+        if (overflow == 0 && v >= 0) {
+            self->counter = (int64_t)v;
+            self->counter_obj = NULL;
+        }
+        else {
+            self->counter = 0;
+            self->counter_obj = Py_NewRef(value);
+        }
     }
-    self->counter = v;
+    /* Last: dropping the old value may run any code, this setter again. */
+    Py_XDECREF(old);
     return 0;
 }
 
