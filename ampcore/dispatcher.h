@@ -192,6 +192,60 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     return r;
 }
 
+/* `key, value = pair` as Python's bytecode unpacks two targets (exact
+   tuples and lists directly, anything else by iterating it, three steps at
+   most), with Python's messages: 0 with two new references, or -1. */
+static int
+unpack_pair(PyObject *pair, PyObject **key, PyObject **value)
+{
+    PyObject *it, *items[2] = {NULL, NULL}, *extra;
+    int i;
+
+    if ((PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2)
+        || (PyList_CheckExact(pair) && PyList_GET_SIZE(pair) == 2)) {
+        PyObject **both = PyTuple_CheckExact(pair)
+            ? &PyTuple_GET_ITEM(pair, 0) : &PyList_GET_ITEM(pair, 0);
+        *key = Py_NewRef(both[0]);
+        *value = Py_NewRef(both[1]);
+        return 0;
+    }
+    if ((it = PyObject_GetIter(pair)) == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)
+            && Py_TYPE(pair)->tp_iter == NULL && !PySequence_Check(pair)) {
+            PyErr_Format(PyExc_TypeError,
+                         "cannot unpack non-iterable %.200s object",
+                         Py_TYPE(pair)->tp_name);
+        }
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        if ((items[i] = PyIter_Next(it)) == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError,
+                             "not enough values to unpack (expected 2, got %d)", i);
+            }
+            goto error;
+        }
+    }
+    if ((extra = PyIter_Next(it)) != NULL) {
+        Py_DECREF(extra);
+        PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
+        goto error;
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
+    Py_DECREF(it);
+    *key = items[0];
+    *value = items[1];
+    return 0;
+error:
+    Py_DECREF(it);
+    Py_XDECREF(items[0]);
+    Py_XDECREF(items[1]);
+    return -1;
+}
+
 /* BoxDispatcher.failAllOutgoing(reason) */
 static PyObject *
 Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
@@ -228,14 +282,14 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
         return NULL;
     }
     while (rc == 0 && (pair = PyIter_Next(it)) != NULL) {
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "request table items must be pairs");
-            rc = -1;
-        }
-        else {
-            rc = call1_void(PyTuple_GET_ITEM(pair, 1), st->str_errback, a[0]);
-        }
+        PyObject *key, *value;
+        rc = unpack_pair(pair, &key, &value);
         Py_DECREF(pair);
+        if (rc == 0) {
+            rc = call1_void(value, st->str_errback, a[0]);
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
     }
     Py_DECREF(it);
     if (rc < 0 || PyErr_Occurred()) {
