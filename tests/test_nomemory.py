@@ -464,10 +464,12 @@ def stockSurvivesHooks():
                            text=True, timeout=300)
     if child.returncode == 0 and child.stdout.strip() == "survived":
         return None
-    if child.returncode < 0:
-        return "killed by signal %d" % -child.returncode
-    firstLine = (child.stderr.strip().splitlines() or [""])[0]
-    return "exit status %d: %s" % (child.returncode, firstLine[:200])
+    lines = child.stderr.strip().splitlines()
+    said = next((line for line in lines if "Assertion" in line or "corrupted" in line),
+                lines[0] if lines else "")
+    how = ("killed by signal %d" % -child.returncode if child.returncode < 0
+           else "exit status %d" % child.returncode)
+    return "%s%s" % (how, ": " + said[:200] if said else "")
 
 
 @pytest.fixture
@@ -555,7 +557,7 @@ def test_connectionLost(mode):
         return results
 
     def followup(state):
-        state[0].callRemote(Hello, hello=b"after")
+        state[0].callRemote(Hello, hello=b"after").addErrback(lambda f: None)
 
     sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s), followup,
           stopAfter=MODES[mode], tolerate=True)
