@@ -21,7 +21,15 @@
 typedef struct {
     PyObject_HEAD
     box_reader reader;
-    unsigned long long counter;  /* _counter: the last tag handed out */
+    /* _counter, the last tag number handed out: in counter while it is an
+       exact int from 0 to INT64_MAX and counter_obj is NULL (the common
+       case, counted in C), else the object itself in counter_obj, as
+       stock's `self._counter` holds whatever it was given.  counter_own
+       says whether the instance has a _counter of its own (stock: in its
+       __dict__, shadowing the class's 0), which `del` needs. */
+    int64_t counter;
+    PyObject *counter_obj;
+    int counter_own;
     PyObject *recvd_set;         /* what a callback assigned to self.recvd */
     /* What protocol.h saw frame as stock does, so that a trickling peer
        does not pay for the checks on every chunk: the class's version tag
@@ -44,6 +52,8 @@ Core_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     }
     reader_init(&self->reader);
     self->counter = 0;
+    self->counter_obj = NULL;
+    self->counter_own = 0;
     self->recvd_set = NULL;
     self->plain_class = 0;
     self->plain_dict = NULL;
@@ -59,6 +69,7 @@ Core_traverse(CoreObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->recvd_set);
     Py_VISIT(self->box_too_long);
+    Py_VISIT(self->counter_obj);
     return reader_traverse(&self->reader, visit, arg);
 }
 
@@ -68,6 +79,7 @@ Core_clear(CoreObject *self)
     reader_clear_refs(&self->reader);
     Py_CLEAR(self->recvd_set);
     Py_CLEAR(self->box_too_long);
+    Py_CLEAR(self->counter_obj);
     return 0;
 }
 
@@ -82,6 +94,7 @@ Core_dealloc(CoreObject *self)
     reader_clear(&self->reader);
     Py_CLEAR(self->recvd_set);
     Py_CLEAR(self->box_too_long);
+    Py_CLEAR(self->counter_obj);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

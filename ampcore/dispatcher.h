@@ -72,6 +72,44 @@ DISPATCHER_SPEC(ampBoxReceived, box_params, 1, 1);
 DISPATCHER_SPEC(_safeEmit, safeEmit_params, 1, 1);
 #undef DISPATCHER_SPEC
 
+/* Stock's BoxDispatcher._nextTag, step by step: `self._counter += 1`,
+   then `return b"%x" % (self._counter,)`.  Whatever _counter holds (a
+   bool, a big or negative int, an int subclass with its own __add__, a
+   float, a str...), this gives stock's tag or stock's exception, where
+   stock raises it. */
+static PyObject *
+next_tag_as_stock(module_state *st, PyObject *self)
+{
+    PyObject *one, *v, *next, *args, *tag;
+    if ((one = PyLong_FromLong(1)) == NULL) {
+        return NULL;
+    }
+    v = PyObject_GetAttr(self, st->str__counter);
+    next = v ? PyNumber_InPlaceAdd(v, one) : NULL;
+    Py_XDECREF(v);
+    Py_DECREF(one);
+    if (next == NULL) {
+        return NULL;
+    }
+    if (PyObject_SetAttr(self, st->str__counter, next) < 0) {
+        Py_DECREF(next);
+        return NULL;
+    }
+    Py_DECREF(next);
+    /* Read again, as stock's second `self._counter` does. */
+    if ((v = PyObject_GetAttr(self, st->str__counter)) == NULL) {
+        return NULL;
+    }
+    args = PyTuple_Pack(1, v);
+    Py_DECREF(v);
+    if (args == NULL) {
+        return NULL;
+    }
+    tag = PyNumber_Remainder(st->b_HEX_FORMAT, args);
+    Py_DECREF(args);
+    return tag;
+}
+
 static PyObject *
 Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
                    Py_ssize_t nargs, PyObject *kwnames)
@@ -82,29 +120,16 @@ Dispatcher_nextTag(CoreObject *self, PyTypeObject *cls, PyObject *const *args,
     if (bind_args(&_nextTag_spec, args, nargs, kwnames, NULL, NULL, NULL) < 0) {
         return NULL;
     }
-    if (compat_type_lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
-        /* A subclass set _counter as a class attribute: count from it as
-           stock's `self._counter += 1` does. */
-        PyObject *one = PyLong_FromLong(1), *v, *next;
-        if (one == NULL) {
-            return NULL;
-        }
-        v = PyObject_GetAttr((PyObject *)self, st->str__counter);
-        next = v ? PyNumber_InPlaceAdd(v, one) : NULL;
-        Py_XDECREF(v);
-        Py_DECREF(one);
-        if (next == NULL
-            || PyObject_SetAttr((PyObject *)self, st->str__counter, next) < 0) {
-            Py_XDECREF(next);
-            return NULL;
-        }
-        v = PyNumber_Remainder(st->b_HEX_FORMAT, next);
-        Py_DECREF(next);
-        return v;
+    if (self->counter_obj != NULL || self->counter == INT64_MAX
+        || compat_type_lookup(Py_TYPE(self), st->str__counter) != st->counter_descr) {
+        /* _counter is not a small non-negative int held in C, or a
+           subclass made it a class attribute of its own. */
+        return next_tag_as_stock(st, (PyObject *)self);
     }
     /* Lowercase hex, no prefix, from 1, as stock's b"%x" % counter. */
     self->counter++;
-    n = amp_format_hex(tag, self->counter);
+    self->counter_own = 1;
+    n = amp_format_hex(tag, (unsigned long long)self->counter);
     return PyBytes_FromStringAndSize(tag, (Py_ssize_t)n);
 }
 
@@ -167,6 +192,60 @@ Dispatcher_callRemoteString(CoreObject *self, PyTypeObject *cls,
     return r;
 }
 
+/* `key, value = pair` as Python's bytecode unpacks two targets (exact
+   tuples and lists directly, anything else by iterating it, three steps at
+   most), with Python's messages: 0 with two new references, or -1. */
+static int
+unpack_pair(PyObject *pair, PyObject **key, PyObject **value)
+{
+    PyObject *it, *items[2] = {NULL, NULL}, *extra;
+    int i;
+
+    if ((PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2)
+        || (PyList_CheckExact(pair) && PyList_GET_SIZE(pair) == 2)) {
+        PyObject **both = PyTuple_CheckExact(pair)
+            ? &PyTuple_GET_ITEM(pair, 0) : &PyList_GET_ITEM(pair, 0);
+        *key = Py_NewRef(both[0]);
+        *value = Py_NewRef(both[1]);
+        return 0;
+    }
+    if ((it = PyObject_GetIter(pair)) == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)
+            && Py_TYPE(pair)->tp_iter == NULL && !PySequence_Check(pair)) {
+            PyErr_Format(PyExc_TypeError,
+                         "cannot unpack non-iterable %.200s object",
+                         Py_TYPE(pair)->tp_name);
+        }
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        if ((items[i] = PyIter_Next(it)) == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError,
+                             "not enough values to unpack (expected 2, got %d)", i);
+            }
+            goto error;
+        }
+    }
+    if ((extra = PyIter_Next(it)) != NULL) {
+        Py_DECREF(extra);
+        PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
+        goto error;
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
+    Py_DECREF(it);
+    *key = items[0];
+    *value = items[1];
+    return 0;
+error:
+    Py_DECREF(it);
+    Py_XDECREF(items[0]);
+    Py_XDECREF(items[1]);
+    return -1;
+}
+
 /* BoxDispatcher.failAllOutgoing(reason) */
 static PyObject *
 Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
@@ -203,14 +282,14 @@ Dispatcher_failAllOutgoing(CoreObject *self, PyTypeObject *cls,
         return NULL;
     }
     while (rc == 0 && (pair = PyIter_Next(it)) != NULL) {
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "request table items must be pairs");
-            rc = -1;
-        }
-        else {
-            rc = call1_void(PyTuple_GET_ITEM(pair, 1), st->str_errback, a[0]);
-        }
+        PyObject *key, *value;
+        rc = unpack_pair(pair, &key, &value);
         Py_DECREF(pair);
+        if (rc == 0) {
+            rc = call1_void(value, st->str_errback, a[0]);
+            Py_DECREF(key);
+            Py_DECREF(value);
+        }
     }
     Py_DECREF(it);
     if (rc < 0 || PyErr_Occurred()) {
@@ -454,25 +533,62 @@ Dispatcher_safeEmit(CoreObject *self, PyTypeObject *cls,
     Py_RETURN_NONE;
 }
 
+/* _counter, read: what stock's `self._counter` gives (the class's 0 until
+   the instance has its own). */
 static PyObject *
 Dispatcher_get_counter(CoreObject *self, void *Py_UNUSED(closure))
 {
-        return PyLong_FromUnsignedLongLong(self->counter);
+    if (self->counter_obj != NULL) {
+        return Py_NewRef(self->counter_obj);
+    }
+    return PyLong_FromLongLong(self->counter);
 }
 
+/* _counter, set or deleted as an instance attribute shadowing the class's
+   `_counter = 0`: any object is taken, as stock takes it (what cannot be
+   counted fails at the next _nextTag, as stock's does); `del` brings the
+   class's 0 back, or raises AttributeError if there was nothing to
+   delete. */
 static int
 Dispatcher_set_counter(CoreObject *self, PyObject *value, void *Py_UNUSED(closure))
 {
-    unsigned long long v;
-        if (value == NULL) {
-        self->counter = 0;   /* back to the class default */
-        return 0;
+    PyObject *old = self->counter_obj;
+    long long v;
+    int overflow = 0;
+
+    if (value == NULL) {
+        if (!self->counter_own) {
+            PyErr_Format(PyExc_AttributeError,
+                         "'%.100s' object has no attribute '_counter'",
+                         Py_TYPE(self)->tp_name);
+            return -1;
+        }
+        self->counter_own = 0;
+        self->counter = 0;
+        self->counter_obj = NULL;
     }
-    v = PyLong_AsUnsignedLongLong(value);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        return -1;
+    else {
+        if (PyLong_CheckExact(value)) {
+            v = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (v == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        else {
+            v = -1;
+        }
+        self->counter_own = 1;
+        if (overflow == 0 && v >= 0) {
+            self->counter = (int64_t)v;
+            self->counter_obj = NULL;
+        }
+        else {
+            self->counter = 0;
+            self->counter_obj = Py_NewRef(value);
+        }
     }
-    self->counter = v;
+    /* Last: dropping the old value may run any code, this setter again. */
+    Py_XDECREF(old);
     return 0;
 }
 

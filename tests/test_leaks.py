@@ -439,3 +439,48 @@ def test_partial_boxes_do_not_leak(quietLogs):
         server.connectionLost(failure.Failure(ConnectionDone()))
 
     assertProtocolStepDoesNotLeak(step)
+
+
+class CountingIndex:
+    """A _counter that is no int: counted by its __add__, formatted
+    through its __index__."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __add__(self, other):
+        return CountingIndex(self.n + other)
+
+    def __index__(self):
+        return self.n
+
+
+@needsExtension()
+def test_counter_slow_paths_do_not_leak(quietLogs):
+    """_counter held as a Python object (past 2**63, negative, a bool, a
+    non-int), every way in and out of it: set, counted, read, deleted,
+    replaced from inside its own __add__, failing at += and at %x, and
+    dropped with the protocol in a reference cycle."""
+
+    def step():
+        client, server, pump = connected()
+        for value in (2**63 - 1, 2**64 + 3, -4, True, CountingIndex(9)):
+            client._counter = value
+            client.callRemoteString(b"echo", value=b"v").addErrback(swallow)
+            client._nextTag()
+            client._counter
+        del client._counter
+        for value in ("s", 1.5, None):
+            client._counter = value
+            with pytest.raises(TypeError):
+                client._nextTag()
+        client._counter = 2**70
+        client._nextTag()
+        pump.pump(disconnect=False)
+        cycle = CountingIndex(-3)
+        cycle.proto = client  # a cycle through the C field: the GC's to break
+        client._counter = cycle
+        client.connectionLost(failure.Failure(ConnectionDone()))
+        server.connectionLost(failure.Failure(ConnectionDone()))
+
+    assertProtocolStepDoesNotLeak(step)
