@@ -7,7 +7,7 @@ built module so the two cannot drift apart.  The methods of the cores take
 the parameters of the Twisted methods they stand for.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
 from _typeshed import ReadableBuffer
@@ -96,3 +96,13 @@ def _makeResponse(cls: type[Command], objects: Mapping[str, Any], proto: Any) ->
 def _parseArguments(cls: type[Command], box: Mapping[bytes, bytes], proto: Any) -> dict[str, Any]: ...
 def _parseResponse(cls: type[Command], box: Mapping[bytes, bytes], proto: Any) -> dict[str, Any]: ...
 def _makeArgumentsFromKeywords(cls: type[Command], proto: Any, /, **kw: Any) -> AmpBox: ...
+
+# Private, for ampcore.arguments: a Chunked value's chunks in `box` checked,
+# joined and deleted from it; a refused layout raises error(name, reason).
+def _joinChunks(
+    box: dict[bytes, bytes],
+    name: bytes,
+    maxLength: int,
+    error: Callable[[bytes, str], BaseException],
+    /,
+) -> bytes | None: ...

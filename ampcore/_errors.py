@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.protocols import amp
 
 
@@ -37,12 +39,12 @@ class KeyTooLongError(amp.TooLong, AttributeError):
 
 #: The default cap on one box: L{ampcore.BinaryBoxProtocol.maxBoxSize},
 #: L{ampcore.BoxParser}'s and L{ampcore.parse}'s C{maxBoxSize}.
-DEFAULT_MAX_BOX_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_BOX_SIZE: int = 64 * 1024 * 1024
 
 #: What each key and value of a box costs beyond its bytes, in C{maxBoxSize}
 #: units: its length prefix and about what a bytes object and its dict slot
 #: take, so that the cap bounds memory, not only bytes on the wire.
-BOX_STRING_COST = 64
+BOX_STRING_COST: int = 64
 
 
 class BoxTooLong(amp.TooLong):
@@ -63,17 +65,17 @@ class BoxTooLong(amp.TooLong):
     @ivar size: what the box would have cost with its next key or value.
     """
 
-    def __init__(self, maxBoxSize, size):
+    def __init__(self, maxBoxSize: int, size: int) -> None:
         amp.TooLong.__init__(self, False, False, None, None)
-        self.maxBoxSize = maxBoxSize
-        self.size = size
+        self.maxBoxSize: int = maxBoxSize
+        self.size: int = size
         self.args = (
             f"remote box too long: it would cost {size} bytes, over "
             f"maxBoxSize ({maxBoxSize} bytes)",
         )
 
-    def __str__(self):
-        return self.args[0]
+    def __str__(self) -> str:
+        return cast(str, self.args[0])  # set just above, always a str
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BoxTooLong(maxBoxSize={self.maxBoxSize}, size={self.size})"

@@ -45,7 +45,9 @@ class BoxDispatcher(_ampcore.DispatcherCore, StockBoxDispatcher):
     _ampcoreStock: type[StockBoxDispatcher] = StockBoxDispatcher
 
 
-def _connectionLostReason(protocol, reason):
+def _connectionLostReason(
+    protocol: _ampcore.ProtocolCore, reason: Failure
+) -> Failure:
     """The reason a protocol that dropped its connection over a box too
     big gives its box receiver: that L{ampcore.BoxTooLong}, as stock gives
     an C{amp.TooLong} after an over-long key."""
@@ -66,9 +68,12 @@ class BinaryBoxProtocol(_ampcore.ProtocolCore, StockBinaryBoxProtocol):
     #: C{ampcore.BOX_STRING_COST}.  A box that would grow past it drops the
     #: connection, with an L{ampcore.BoxTooLong} as the reason.  Set it on
     #: a subclass or on one protocol.
-    maxBoxSize = DEFAULT_MAX_BOX_SIZE
+    maxBoxSize: int | None = DEFAULT_MAX_BOX_SIZE
 
-    def connectionLost(self, reason):
+    # Stock's own override takes no default reason where Protocol's has
+    # connectionDone; ours keeps stock's signature, so a call without a
+    # reason fails as it does on stock.
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         StockBinaryBoxProtocol.connectionLost(
             self, _connectionLostReason(self, reason)
         )
@@ -84,7 +89,7 @@ class AMP(BinaryBoxProtocol, BoxDispatcher, StockAMP):
 
     _ampcoreStock: type[StockAMP] = StockAMP
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         StockAMP.connectionLost(self, _connectionLostReason(self, reason))
 
     connectionLost.__doc__ = StockAMP.connectionLost.__doc__

@@ -49,7 +49,21 @@ Both of the sending errors are raised while the box is built (in C{toBox}),
 so they fail the call locally, before anything is written.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
 from twisted.protocols import amp
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    #: C{_ampcore._joinChunks}: C{(box, name, maxLength, error)}, box a dict.
+    _JoinChunksC = Callable[
+        [dict[bytes, bytes], bytes, int, Callable[[bytes, str], BaseException]],
+        bytes | None,
+    ]
 
 __all__ = [
     "BigBytes",
@@ -69,6 +83,17 @@ DEFAULT_MAX_LENGTH = 16 * 1024 * 1024
 _MAX_KEY_LENGTH = amp.MAX_KEY_LENGTH  # 255
 
 
+class _StringCoder(Protocol):
+    """What L{Chunked} wraps: an argument coding a value to bytes and back
+    (an C{amp.Argument} instance, or any object with these two methods)."""
+
+    def toStringProto(
+        self, inObject: Any, proto: Any
+    ) -> bytes | bytearray | memoryview: ...
+
+    def fromStringProto(self, inString: bytes, proto: Any) -> Any: ...
+
+
 class MalformedChunks(amp.MalformedAmpBox):
     """
     A received box holds chunks of a L{Chunked} value in a layout that is
@@ -78,25 +103,27 @@ class MalformedChunks(amp.MalformedAmpBox):
     @ivar reason: what is wrong (C{str}).
     """
 
-    def __init__(self, keyName, reason):
+    def __init__(self, keyName: bytes, reason: str) -> None:
         amp.MalformedAmpBox.__init__(
             self, f"malformed chunked value {keyName!r}: {reason}"
         )
-        self.keyName = keyName
-        self.reason = reason
+        self.keyName: bytes = keyName
+        self.reason: str = reason
 
 
 # ---- receiving: check the layout and join ----------------------------------
 
 
-def _canonicalIndex(suffix):
+def _canonicalIndex(suffix: bytes) -> int | None:
     """The index a key suffix names, or None if it is not canonical decimal."""
     if not suffix.isdigit() or (suffix[0] == 0x30 and len(suffix) > 1):
         return None  # (bytes.isdigit is ASCII only; b"" is not digits)
     return int(suffix)
 
 
-def _joinChunksPython(box, name, maxLength):
+def _joinChunksPython(
+    box: MutableMapping[bytes, bytes], name: bytes, maxLength: int
+) -> bytes | None:
     """
     The value of C{name} in C{box}: None if there is neither C{name} nor a
     chunk of it; else the bytes, with its keys deleted from C{box}.  Raises
@@ -113,9 +140,11 @@ def _joinChunksPython(box, name, maxLength):
             raise MalformedChunks(name, f"chunk {name!r} is longer than 65535 bytes")
     prefix = name + b"."
     start = len(prefix)
-    keys = []
+    keys: list[tuple[int, bytes, bytes]] = []
     n = total = 0
-    low = high = highLength = None
+    low: int | None = None
+    high: int | None = None
+    highLength = 0  # set with high, on the first chunk
     has0 = has1 = False
     for key, value in box.items():
         if not isinstance(key, bytes) or not key.startswith(prefix):
@@ -180,12 +209,14 @@ def _joinChunksPython(box, name, maxLength):
         raise MalformedChunks(name, "a chunk before the last is not 65535 bytes")
     if highLength == 0:
         raise MalformedChunks(name, "the last chunk is empty")
-    parts = [None] * pieces
+    parts: list[bytes | None] = [None] * pieces
     if bare is not None:
         parts[0] = bare
     for index, key, value in keys:
         parts[index - first] = value
-    joined = b"".join(parts)
+    # The checks above leave no slot None: n distinct indexes, low to
+    # high = low + n - 1, fill every slot the bare key does not.
+    joined = b"".join(cast("list[bytes]", parts))
     for index, key, value in keys:
         del box[key]
     if bare is not None:
@@ -193,12 +224,13 @@ def _joinChunksPython(box, name, maxLength):
     return joined
 
 
-def _loadJoinChunksC():
+def _loadJoinChunksC() -> _JoinChunksC | None:
     import ampcore
 
     if not ampcore.HAS_C_EXTENSION:
         return None
-    return getattr(ampcore._c, "_joinChunks", None)
+    join: _JoinChunksC | None = getattr(ampcore._c, "_joinChunks", None)
+    return join
 
 
 _joinChunksC = _loadJoinChunksC()
@@ -209,17 +241,22 @@ _joinChunksC = _loadJoinChunksC()
 _DIRECT_BOXES = (dict, amp.AmpBox)
 
 
-def _joinChunks(box, name, maxLength):
+def _joinChunks(
+    box: MutableMapping[bytes, bytes], name: bytes, maxLength: int
+) -> bytes | None:
     """L{_joinChunksPython}, in C when ampcore's C extension is in use."""
     if _joinChunksC is not None and type(box) in _DIRECT_BOXES:
-        return _joinChunksC(box, name, maxLength, MalformedChunks)
+        # (a dict or an AmpBox, a dict subclass, by the test just made)
+        return _joinChunksC(
+            cast("dict[bytes, bytes]", box), name, maxLength, MalformedChunks
+        )
     return _joinChunksPython(box, name, maxLength)
 
 
 # ---- sending: cut ------------------------------------------------------------
 
 
-def _firstOverlongChunkKey(name, count):
+def _firstOverlongChunkKey(name: bytes, count: int) -> bytes | None:
     """The first of the keys C{name.0 .. name.<count-1>} over 255 bytes, or None."""
     digits = _MAX_KEY_LENGTH - len(name) - 1  # room left for the index
     if digits < 1:
@@ -229,7 +266,9 @@ def _firstOverlongChunkKey(name, count):
     return None
 
 
-def _cut(name, value, strings):
+def _cut(
+    name: bytes, value: bytes, strings: MutableMapping[bytes, ReadableBuffer]
+) -> None:
     """Put C{value} (over 65,535 bytes) into C{strings} as name.0 .. name.N-1."""
     count = -(-len(value) // CHUNK_LENGTH)
     key = _firstOverlongChunkKey(name, count)
@@ -242,9 +281,9 @@ def _cut(name, value, strings):
     # take, which copy every chunk twice.
     prefix = name + b"."
     offset = 0
-    value = memoryview(value)
+    view = memoryview(value)
     for index in range(count):
-        strings[prefix + b"%d" % index] = value[offset : offset + CHUNK_LENGTH]
+        strings[prefix + b"%d" % index] = view[offset : offset + CHUNK_LENGTH]
         offset += CHUNK_LENGTH
 
 
@@ -260,7 +299,12 @@ class Chunked(amp.Argument):
         received (default L{DEFAULT_MAX_LENGTH}, 16 MiB).
     """
 
-    def __init__(self, inner, maxLength=DEFAULT_MAX_LENGTH, optional=False):
+    def __init__(
+        self,
+        inner: _StringCoder,
+        maxLength: int = DEFAULT_MAX_LENGTH,
+        optional: bool = False,
+    ) -> None:
         amp.Argument.__init__(self, optional)
         if isinstance(inner, type):
             raise TypeError(f"Chunked wraps an argument instance, not the class {inner!r}")
@@ -271,17 +315,27 @@ class Chunked(amp.Argument):
                 raise TypeError(f"Chunked needs an argument with {method}, not {inner!r}")
         if isinstance(maxLength, bool) or not isinstance(maxLength, int) or maxLength < 0:
             raise ValueError(f"maxLength must be an int >= 0, not {maxLength!r}")
-        self.inner = inner
-        self.maxLength = maxLength
+        self.inner: _StringCoder = inner
+        self.maxLength: int = maxLength
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.inner!r}, maxLength={self.maxLength}, "
             f"optional={self.optional})"
         )
 
-    def toBox(self, name, strings, objects, proto):
-        obj = self.retrieve(objects, amp._wireNameToPythonIdentifier(name), proto)
+    def toBox(
+        self,
+        name: bytes,
+        strings: MutableMapping[bytes, ReadableBuffer],
+        objects: MutableMapping[str, Any],
+        proto: Any,
+    ) -> None:
+        # (a method of this class to mypy, so not covered by the
+        # untyped_calls_exclude for Twisted in pyproject.toml)
+        obj = self.retrieve(  # type: ignore[no-untyped-call]
+            objects, amp._wireNameToPythonIdentifier(name), proto
+        )
         if self.optional and obj is None:
             return
         value = self.inner.toStringProto(obj, proto)
@@ -299,7 +353,13 @@ class Chunked(amp.Argument):
             value = bytes(value)  # a snapshot: the chunks must not change
         _cut(name, value, strings)
 
-    def fromBox(self, name, strings, objects, proto):
+    def fromBox(
+        self,
+        name: bytes,
+        strings: MutableMapping[bytes, bytes],
+        objects: MutableMapping[str, Any],
+        proto: Any,
+    ) -> None:
         value = _joinChunks(strings, name, self.maxLength)
         pythonName = amp._wireNameToPythonIdentifier(name)
         if value is None:
@@ -313,12 +373,16 @@ class Chunked(amp.Argument):
 class BigBytes(Chunked):
     """C{Chunked(amp.String(), maxLength, optional)}: bytes of any length."""
 
-    def __init__(self, maxLength=DEFAULT_MAX_LENGTH, optional=False):
+    def __init__(
+        self, maxLength: int = DEFAULT_MAX_LENGTH, optional: bool = False
+    ) -> None:
         Chunked.__init__(self, amp.String(), maxLength, optional)
 
 
 class BigUnicode(Chunked):
     """C{Chunked(amp.Unicode(), maxLength, optional)}: text, cut as UTF-8 bytes."""
 
-    def __init__(self, maxLength=DEFAULT_MAX_LENGTH, optional=False):
+    def __init__(
+        self, maxLength: int = DEFAULT_MAX_LENGTH, optional: bool = False
+    ) -> None:
         Chunked.__init__(self, amp.Unicode(), maxLength, optional)
