@@ -292,10 +292,12 @@ done:
  *
  *  - for callRemote's keywords, it is the keywords themselves, with what
  *    was retrieved marked;
- *  - for a box of strings that is a plain dict (parsing), it is a view of
- *    the box itself, with the keys retrieved remembered.  Nothing but C
- *    runs until the copy is made, so no code can change the box in
- *    between, and the copy is then what stock's would be by then.
+ *  - for a plain dict (a box of strings when parsing, a dict of objects
+ *    when coding), it is a view of the dict itself, with the keys
+ *    retrieved remembered.  Nothing but C runs until the copy is made (a
+ *    value that may run code of its own to be coded makes the copy
+ *    first), so no code can change the dict in between, and the copy is
+ *    then what stock's would be by then.
  */
 typedef struct {
     PyObject *dict;              /* owned; NULL: reading keywords or a view */
@@ -346,8 +348,8 @@ wc_view(module_state *st, working_copy *wc, PyObject *strings)
     return wc_copy(st, wc, strings);
 }
 
-/* Whether a view's `key` was retrieved already (bytes keys, compared as
-   the dict compares them). */
+/* Whether a view's `key` was retrieved already (wire names, bytes, or
+   Python names, str: compared as the dict compares them). */
 static int
 wc_view_took(const working_copy *wc, PyObject *key)
 {
@@ -358,7 +360,9 @@ wc_view_took(const working_copy *wc, PyObject *key)
             || (PyBytes_CheckExact(t) && PyBytes_CheckExact(key)
                 && PyBytes_GET_SIZE(t) == PyBytes_GET_SIZE(key)
                 && memcmp(PyBytes_AS_STRING(t), PyBytes_AS_STRING(key),
-                          (size_t)PyBytes_GET_SIZE(key)) == 0)) {
+                          (size_t)PyBytes_GET_SIZE(key)) == 0)
+            || (PyUnicode_CheckExact(t) && PyUnicode_CheckExact(key)
+                && same_name(t, key))) {
             return 1;
         }
     }
@@ -722,7 +726,7 @@ amplist_element_to_string(coder *c, const arg_entry *e, PyObject *objects)
         goto done;
     }
     if (arglist_matches(e->sub, subargs)) {
-        if (wc_copy(st, &wc, objects) < 0
+        if (wc_view(st, &wc, objects) < 0
             || objects_to_strings(c, e->sub, subargs, &wc, box) < 0) {
             goto done;
         }
@@ -832,8 +836,24 @@ entry_to_box(coder *c, const arg_entry *e, working_copy *wc, PyObject *strings)
         Py_DECREF(v);
         return 0;
     }
+    if (wc->view != NULL) {
+        /* A plain value is coded by C alone; for any other, its own
+           methods may run: the copy is made first, as stock's was. */
+        int r = kind_is_simple(e->kind) ? fast_to_string(c->st, e->kind, v, &s) : 0;
+        if (r == 0 && wc_dict(c->st, wc) == NULL) {
+            r = -1;
+        }
+        if (r != 0) {
+            Py_DECREF(v);
+            if (r < 0) {
+                return -1;
+            }
+            goto coded;
+        }
+    }
     s = entry_to_string(c, e, v);
     Py_DECREF(v);
+coded:
     if (s == NULL) {
         return -1;
     }
@@ -1413,7 +1433,7 @@ schema_make_arguments(module_state *st, PyObject *schema, PyObject *cls,
     /* _objectsToStrings(objects, cls.arguments, cls.commandType(), proto) */
     if ((list = schema_attr(st, (PyObject *)s, cls, ATTR_ARGUMENTS)) == NULL
         || (box = command_box(&c, cls, ATTR_COMMAND_TYPE)) == NULL
-        || wc_copy(st, &wc, objects) < 0
+        || wc_view(st, &wc, objects) < 0
         || objects_to_strings(&c, s->arguments, list, &wc, box) < 0) {
         goto done;
     }
@@ -1665,7 +1685,7 @@ schema_make_response(module_state *st, PyObject *schema, PyObject *cls,
         return result;
     }
     if ((list = schema_attr(st, (PyObject *)s, cls, ATTR_RESPONSE)) != NULL
-        && wc_copy(st, &wc, objects) == 0
+        && wc_view(st, &wc, objects) == 0
         && objects_to_strings(&c, s->response, list, &wc, box) == 0) {
         result = Py_NewRef(box);
     }

@@ -548,6 +548,36 @@ def test_many_arguments_before_a_user_argument(extra):
             assert logged(getattr(C, "_" + op), Many, variant, PROTO) == expected
 
 
+class ThreeIntegers(amp.Command):
+    arguments = [(b"a", amp.Integer()), (b"b", amp.Integer()), (b"c", amp.Integer(optional=True))]
+    response = arguments
+
+
+class ChangesTheDict:
+    """An Integer value whose conversion changes the dict it came from:
+    stock codes from a copy made before, which the change cannot reach."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def __int__(self):
+        self.objects["b"] = 999
+        self.objects.pop("c", None)
+        return 5
+
+
+@pytest.mark.parametrize("op", ["makeArguments", "makeResponse"])
+def test_a_value_that_changes_the_dict_being_coded(op):
+    def objects():
+        d = {"b": 1, "c": 2}
+        d["a"] = ChangesTheDict(d)
+        return d
+
+    expected = logged(getattr(ThreeIntegers, op), objects(), PROTO)
+    assert expected[0][0] == "returned"
+    assert logged(getattr(C, "_" + op), ThreeIntegers, objects(), PROTO) == expected
+
+
 def test_mixed_round_trip_values():
     box = C._makeArguments(Mixed, MIXED_OBJECTS, PROTO)
     assert box[b"over"] == b"<7>"
