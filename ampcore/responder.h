@@ -612,6 +612,52 @@ native_string(module_state *st, PyObject *s)
     return PyObject_CallOneArg(st->nativeString, s);
 }
 
+/* nativeString(prefix + name.upper()) for bytes (bytes.upper changes
+   ASCII letters only): a new str, or NULL with UnicodeDecodeError as
+   bytes.decode("ascii") raises it. */
+static PyObject *
+ascii_method_name(PyObject *prefix, PyObject *name)
+{
+    Py_ssize_t np = PyBytes_GET_SIZE(prefix), nn = PyBytes_GET_SIZE(name), i;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(prefix);
+    const unsigned char *q = (const unsigned char *)PyBytes_AS_STRING(name);
+    PyObject *joined, *fname;
+    Py_UCS1 *out;
+    int ascii = np <= PY_SSIZE_T_MAX - nn;
+    for (i = 0; ascii && i < np; i++) {
+        ascii = p[i] < 128;
+    }
+    for (i = 0; ascii && i < nn; i++) {
+        ascii = q[i] < 128;
+    }
+    if (!ascii) {
+        /* Not ASCII: the error bytes.decode("ascii") gives, on the
+           joined bytes as stock decodes them. */
+        PyObject *upper = PyObject_CallMethod(name, "upper", NULL);
+        if (upper == NULL) {
+            return NULL;
+        }
+        joined = PyNumber_Add(prefix, upper);
+        Py_DECREF(upper);
+        if (joined == NULL) {
+            return NULL;
+        }
+        fname = PyUnicode_DecodeASCII(PyBytes_AS_STRING(joined),
+                                      PyBytes_GET_SIZE(joined), NULL);
+        Py_DECREF(joined);
+        return fname;
+    }
+    if ((fname = PyUnicode_New(np + nn, 127)) == NULL) {
+        return NULL;
+    }
+    out = PyUnicode_1BYTE_DATA(fname);
+    memcpy(out, p, (size_t)np);
+    for (i = 0; i < nn; i++) {
+        out[np + i] = (Py_UCS1)(q[i] >= 'a' && q[i] <= 'z' ? q[i] - 32 : q[i]);
+    }
+    return fname;
+}
+
 /* SimpleStringLocator.locateResponder(self, name): getattr(self,
    nativeString(self.baseDispatchPrefix + name.upper()), None). */
 static PyObject *
@@ -623,9 +669,18 @@ locate_string_responder(module_state *st, PyObject *self, PyObject *name)
     if ((prefix = PyObject_GetAttr(self, st->str_baseDispatchPrefix)) == NULL) {
         return NULL;
     }
-    if ((upper = call0(name, st->str_upper)) != NULL
-        && (joined = PyNumber_Add(prefix, upper)) != NULL
-        && (fname = native_string(st, joined)) != NULL) {
+    if (PyBytes_CheckExact(prefix) && PyBytes_CheckExact(name)) {
+        fname = ascii_method_name(prefix, name);
+    }
+    else if ((upper = call0(name, st->str_upper)) != NULL
+             && (joined = PyNumber_Add(prefix, upper)) != NULL) {
+        fname = native_string(st, joined);
+    }
+    if (fname != NULL) {
+        /* The same object as the name in the class's dict, so that the
+           type's method cache, which compares names by identity, finds
+           it, rather than a new string each call missing it. */
+        PyUnicode_InternInPlace(&fname);
         responder = PyObject_GetAttr(self, fname);
         if (responder == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
             PyErr_Clear();

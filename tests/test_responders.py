@@ -291,3 +291,31 @@ def test_low_level_responder_outcomes(ns, trace, outcome):
     trace.add("shared box now", _SHARED.get("S"))
     recordState(trace, "C", client)
     recordState(trace, "S", server)
+
+
+# ---- how an amp_NAME responder is found ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix", [b"amp_", b"AMP\x7f_", b"\xffamp_", "amp_", None], ids=repr
+)
+@differential
+def test_amp_name_lookup_by_command_name(ns, trace, prefix):
+    """
+    SimpleStringLocator.locateResponder: getattr(self,
+    nativeString(baseDispatchPrefix + name.upper()), None), for command
+    names in any case, with digits and punctuation, non-ASCII bytes (a
+    UnicodeDecodeError, an unknown error to the caller), and prefixes that
+    are not ASCII, not bytes or not there.
+    """
+    server = ns.Peer(trace, "S")
+    if prefix is not None:
+        server.baseDispatchPrefix = prefix
+    for attribute in ("amp_ECHO2", "amp_E_CHO", "AMP\x7f_ECHO", "amp_ÉCHO", "amp_9"):
+        setattr(server, attribute, lambda box, n=attribute: amp.AmpBox(found=n.encode("utf-8")))
+    client = ns.Peer(trace, "C")
+    pump = Pump(client, server, trace)
+    for name in (b"echo2", b"Echo2", b"e_cho", b"ECHO", b"9", b"\xc3\xa9cho", b"ech\xffo", b""):
+        trace.watch(name, client.callRemoteString(name, x=b"1"))
+    pump.pump(disconnect=False)
+    recordState(trace, "end", server)
