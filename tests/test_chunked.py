@@ -94,7 +94,9 @@ def capturedLog():
     failures = []
 
     def observe(event):
-        f = event.get("log_failure")
+        # Twisted before 24.7 logs these with the legacy log.err, whose
+        # events carry the failure as "failure", not "log_failure".
+        f = event.get("log_failure") or event.get("failure")
         if f is not None:
             failures.append(f.value)
 
