@@ -370,6 +370,25 @@ class MemoryTransport:
         self.disconnecting = True
 
 
+def memoryPump(client, server, toServer, toClient):
+    """A function that hands each direction's queued bytes (the lists the
+    peers' L{MemoryTransport}s write to) to the other peer as one chunk per
+    step, as one TCP read would, until both are quiet."""
+
+    def pump():
+        while toServer or toClient:
+            if toServer:
+                data = b"".join(toServer)
+                toServer.clear()
+                server.dataReceived(data)
+            if toClient:
+                data = b"".join(toClient)
+                toClient.clear()
+                client.dataReceived(data)
+
+    return pump
+
+
 def callWorkload(side, method, command, argumentsList, pipelined):
     """C{client.method(command, **arguments)} for each of C{argumentsList},
     C{method} being C{"callRemote"} or C{"callRemoteString"}; one at a time
@@ -383,16 +402,7 @@ def callWorkload(side, method, command, argumentsList, pipelined):
     server.makeConnection(MemoryTransport(toClient))
     call = getattr(client, method)
 
-    def pump():
-        while toServer or toClient:
-            if toServer:
-                data = b"".join(toServer)
-                toServer.clear()
-                server.dataReceived(data)
-            if toClient:
-                data = b"".join(toClient)
-                toClient.clear()
-                client.dataReceived(data)
+    pump = memoryPump(client, server, toServer, toClient)
 
     def run():
         results, errors = [], []
@@ -590,16 +600,7 @@ def bigWorkload(side, direction, size):
     server.makeConnection(MemoryTransport(toClient))
     value = bigValue(size)
 
-    def pump():
-        while toServer or toClient:
-            if toServer:
-                data = b"".join(toServer)
-                toServer.clear()
-                server.dataReceived(data)
-            if toClient:
-                data = b"".join(toClient)
-                toClient.clear()
-                client.dataReceived(data)
+    pump = memoryPump(client, server, toServer, toClient)
 
     def run():
         results, errors = [], []
