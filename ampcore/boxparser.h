@@ -40,26 +40,11 @@ sink_append(void *arg, PyObject *box)
 /* The default maxBoxSize: ampcore._errors.DEFAULT_MAX_BOX_SIZE. */
 #define DEFAULT_MAX_BOX_SIZE ((size_t)64 * 1024 * 1024)
 
-/* maxBoxSize as Python shows it: an int, or None for no cap. */
-static PyObject *
-cap_to_object(size_t cap)
-{
-    if (cap == BOX_SIZE_UNLIMITED) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromSize_t(cap);
-}
-
 /* Raise the BoxTooLong for a reader that stopped on a box too big. */
 static void
 raise_box_too_big(module_state *st, const box_reader *r)
 {
-    PyObject *cap = cap_to_object(r->max_box), *size = NULL, *exc = NULL;
-    if (cap != NULL && (size = PyLong_FromSize_t(reader_too_big(r))) != NULL) {
-        exc = PyObject_CallFunctionObjArgs(st->BoxTooLong, cap, size, NULL);
-    }
-    Py_XDECREF(cap);
-    Py_XDECREF(size);
+    PyObject *exc = reader_box_too_long(r, st->BoxTooLong);
     if (exc != NULL) {
         PyErr_SetObject(st->BoxTooLong, exc);
         Py_DECREF(exc);
@@ -376,7 +361,7 @@ static PyMethodDef BoxParser_methods[] = {
 static PyObject *
 BoxParser_get_maxBoxSize(BoxParserObject *self, void *Py_UNUSED(closure))
 {
-    return cap_to_object(self->reader.max_box);
+    return reader_cap_to_object(self->reader.max_box);
 }
 
 static int

@@ -330,9 +330,7 @@ report_box_too_big(module_state *st, CoreObject *self)
     if (self->box_too_long != NULL) {
         return 0;
     }
-    self->box_too_long = PyObject_CallFunction(
-        st->BoxTooLong, "nn", (Py_ssize_t)self->reader.max_box,
-        (Py_ssize_t)reader_too_big(&self->reader));
+    self->box_too_long = reader_box_too_long(&self->reader, st->BoxTooLong);
     if (self->box_too_long == NULL) {
         return -1;
     }

@@ -430,6 +430,31 @@ reader_too_big(const box_reader *r)
     return r->too_big;
 }
 
+/* A cap as Python shows it (maxBoxSize): an int, or None for no cap. */
+static PyObject *
+reader_cap_to_object(size_t cap)
+{
+    if (cap == BOX_SIZE_UNLIMITED) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSize_t(cap);
+}
+
+/* A new BoxTooLong(maxBoxSize, size) for a reader that stopped on a box
+   too big (READER_BOX_TOO_BIG), called as box_too_long (the class); NULL
+   with an exception set. */
+static PyObject *
+reader_box_too_long(const box_reader *r, PyObject *box_too_long)
+{
+    PyObject *cap = reader_cap_to_object(r->max_box), *size = NULL, *exc = NULL;
+    if (cap != NULL && (size = PyLong_FromSize_t(reader_too_big(r))) != NULL) {
+        exc = PyObject_CallFunctionObjArgs(box_too_long, cap, size, NULL);
+    }
+    Py_XDECREF(cap);
+    Py_XDECREF(size);
+    return exc;
+}
+
 /* Whether a sink is running (a box is being delivered). */
 static inline int
 reader_is_delivering(const box_reader *r)

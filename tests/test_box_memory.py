@@ -139,6 +139,17 @@ def test_default_cap_is_64_MiB():
     assert issubclass(ampcore.BoxTooLong, amp.TooLong)
 
 
+def test_each_key_and_value_costs_its_length_plus_BOX_STRING_COST():
+    """The cost the C reader counts is the one ampcore.BOX_STRING_COST
+    documents (the two are written in C and in Python)."""
+    box = amp.AmpBox({b"k": b"v" * 10}).serialize()
+    exact = 1 + 10 + 2 * ampcore.BOX_STRING_COST
+    assert ampcore.parse(box, exact) == [{b"k": b"v" * 10}]
+    with pytest.raises(ampcore.BoxTooLong) as caught:
+        ampcore.parse(box, exact - 1)
+    assert (caught.value.maxBoxSize, caught.value.size) == (exact - 1, exact)
+
+
 def test_a_box_past_the_cap_drops_the_connection_with_BoxTooLong():
     proto = connected(10_000)
     d = proto.callRemote(Hello, hello=b"x")
