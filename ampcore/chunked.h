@@ -32,8 +32,6 @@
 
 /* AMP's largest value: the length of every chunk but the last. */
 #define CHUNKED_CHUNK_LENGTH 65535
-/* Indexes with more digits than this are past any box's chunk count. */
-#define CHUNKED_MAX_DIGITS 18
 
 /* The index a key suffix names: 1 and *index if it is canonical decimal
    (ASCII digits, no leading zero but for "0"), else 0.  Indexes too large
@@ -50,12 +48,14 @@ chunked_index(const char *s, Py_ssize_t n, Py_ssize_t *index)
             return 0;
         }
     }
-    if (n > CHUNKED_MAX_DIGITS) {
-        *index = PY_SSIZE_T_MAX;
-        return 1;
-    }
     for (i = 0; i < n; i++) {
-        v = v * 10 + (s[i] - '0');
+        int digit = s[i] - '0';
+        if (v > (PY_SSIZE_T_MAX - digit) / 10) {
+            v = PY_SSIZE_T_MAX; /* past any box's chunk count, whatever
+                                   the width of Py_ssize_t */
+            break;
+        }
+        v = v * 10 + digit;
     }
     *index = v;
     return 1;

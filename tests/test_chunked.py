@@ -462,6 +462,13 @@ HOSTILE = [
     ("over-max-bare", [(b"v", b"x" * 100)], 99, "100 bytes, over maxLength 99"),
     ("huge-index", [(b"v.0", F), (b"v.99999999999999999999", b"x")], M,
      "2 chunks not numbered .0 to .1"),
+    # Around 2**63 - 1, where a 64-bit index would overflow.
+    ("index-2**63-1", [(b"v.0", F), (b"v.9223372036854775807", b"x")], M,
+     "2 chunks not numbered .0 to .1"),
+    ("index-2**63", [(b"v.0", F), (b"v.9223372036854775808", b"x")], M,
+     "2 chunks not numbered .0 to .1"),
+    ("index-2**64+1", [(b"v.0", F), (b"v.18446744073709551617", b"x")], M,
+     "2 chunks not numbered .0 to .1"),
     ("only-huge-indexes", [(b"v.123456789012345678901", b"x"),
                            (b"v.123456789012345678902", b"x")], M,
      "2 chunks not numbered .0 to .1"),
