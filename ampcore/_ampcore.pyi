@@ -3,8 +3,11 @@ Types of ampcore's C extension module, ampcore._ampcore.
 
 Written from the module's method table and each type's methods and getsets
 in ampcore/_ampcore.c and its headers; CI runs mypy's stubtest against the
-built module so the two cannot drift apart.  The methods of the cores take
-the parameters of the Twisted methods they stand for.
+built module so the two cannot drift apart: the C functions and methods
+carry text signatures (the "name($self, ...)" line and "--" marker that
+head their docstrings), which stubtest compares with the stub's parameters.  The
+methods of the cores take the parameters of the Twisted methods they stand
+for (tests/test_signatures.py).
 """
 
 from collections.abc import Callable, Mapping

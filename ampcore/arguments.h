@@ -1780,19 +1780,19 @@ run_op(PyObject *module, const arg_spec *spec, coding_op op,
 }
 
 PyDoc_STRVAR(makeArguments_doc,
-"_makeArguments(cls, objects, proto) -> box\n\n"
+"_makeArguments($module, cls, objects, proto)\n--\n\n"
 "Command.makeArguments for cls, in C (private, for tests).");
 PyDoc_STRVAR(makeResponse_doc,
-"_makeResponse(cls, objects, proto) -> box\n\n"
+"_makeResponse($module, cls, objects, proto)\n--\n\n"
 "Command.makeResponse for cls, in C (private, for tests).");
 PyDoc_STRVAR(parseArguments_doc,
-"_parseArguments(cls, box, proto) -> dict\n\n"
+"_parseArguments($module, cls, box, proto)\n--\n\n"
 "Command.parseArguments for cls, in C (private, for tests).");
 PyDoc_STRVAR(parseResponse_doc,
-"_parseResponse(cls, box, proto) -> dict\n\n"
+"_parseResponse($module, cls, box, proto)\n--\n\n"
 "Command.parseResponse for cls, in C (private, for tests).");
 PyDoc_STRVAR(makeArgumentsFromKeywords_doc,
-"_makeArgumentsFromKeywords(cls, proto, /, **kw) -> box\n\n"
+"_makeArgumentsFromKeywords($module, cls, proto, /, **kw)\n--\n\n"
 "What cls(**kw) checks, then cls.makeArguments(kw, proto), in C, from\n"
 "the call's keywords: callRemote's path (private, for tests).");
 

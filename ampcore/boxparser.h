@@ -52,7 +52,7 @@ raise_box_too_big(module_state *st, const box_reader *r)
 }
 
 PyDoc_STRVAR(parse_doc,
-"parse(data, maxBoxSize=67108864) -> list\n\n"
+"parse($module, data, maxBoxSize=67108864)\n--\n\n"
 "Decode every complete box in a bytes-like object, as\n"
 "twisted.protocols.amp.parseString does: a truncated last box is dropped,\n"
 "an empty box is returned as AmpBox().  A key length prefix above 255\n"
@@ -133,7 +133,7 @@ typedef struct {
 } BoxParserObject;
 
 PyDoc_STRVAR(BoxParser_doc,
-"BoxParser(maxBoxSize=67108864)\n\n"
+"BoxParser(maxBoxSize=67108864)\n--\n\n"
 "An incremental AMP box parser.  feed() it bytes split anywhere; it\n"
 "returns the boxes completed so far.  Time is linear in the bytes fed\n"
 "whatever the chunking, and memory is bounded by the box being assembled.\n\n"
@@ -242,7 +242,7 @@ BoxParser_dealloc(BoxParserObject *self)
 }
 
 PyDoc_STRVAR(BoxParser_feed_doc,
-"feed(data) -> list\n\n"
+"feed($self, data)\n--\n\n"
 "Parse a chunk of a byte stream; return the boxes it completed, in order.\n"
 "When feed() raises (MemoryError, BoxTooLong, an error from\n"
 "lengthLimitExceeded), the boxes it had completed are not lost: the next\n"
@@ -326,7 +326,7 @@ BoxParser_feed(BoxParserObject *self, PyTypeObject *defining_class,
 }
 
 PyDoc_STRVAR(BoxParser_lengthLimitExceeded_doc,
-"lengthLimitExceeded(length)\n\n"
+"lengthLimitExceeded($self, length, /)\n--\n\n"
 "Called when a key length prefix above 255 arrives.  Does nothing;\n"
 "override it to act (BinaryBoxProtocol drops the connection).");
 

@@ -115,7 +115,7 @@ chunked_delete(PyObject *box, PyObject *keys)
 }
 
 PyDoc_STRVAR(joinChunks_doc,
-"_joinChunks(box, name, maxLength, error) -> bytes or None\n\n"
+"_joinChunks($module, box, name, maxLength, error, /)\n--\n\n"
 "Private to ampcore.arguments: the value of a Chunked argument in a\n"
 "received box (a dict), checked and joined, its keys deleted from the\n"
 "box; None if it is absent.  A layout that is refused raises\n"

@@ -594,23 +594,44 @@ Dispatcher_set_counter(CoreObject *self, PyObject *value, void *Py_UNUSED(closur
 
 static PyMethodDef Dispatcher_methods[] = {
     CORE_METHOD("_nextTag", Dispatcher_nextTag,
+           "_nextTag($self)\n--\n\n"
            "Return the next tag for an _ask key: lowercase hex bytes from 1."),
     CORE_METHOD("_sendBoxCommand", Dispatcher_sendBoxCommand,
-           "_sendBoxCommand(command, box, requiresAnswer=True)"),
+           "_sendBoxCommand($self, command, box, requiresAnswer=True)\n--\n\n"
+           "Tag box as an _ask if an answer is wanted, send it, and return the\n"
+           "Deferred of its answer (None if requiresAnswer is false)."),
     CORE_METHOD("callRemote", Dispatcher_callRemote,
-                "callRemote(commandType, *a, **kw)"),
+                "callRemote($self, commandType, *a, **kw)\n--\n\n"
+                "Send a commandType request made from the keywords; return the\n"
+                "Deferred of its parsed response (None if the command requires\n"
+                "no answer)."),
     CORE_METHOD("callRemoteString", Dispatcher_callRemoteString,
-           "callRemoteString(command, requiresAnswer=True, **kw)"),
+           "callRemoteString($self, command, requiresAnswer=True, **kw)\n--\n\n"
+           "Send a command box of the keywords (bytes to bytes) and return the\n"
+           "Deferred of the answer box (None if requiresAnswer is false)."),
     CORE_METHOD("failAllOutgoing", Dispatcher_failAllOutgoing,
-           "failAllOutgoing(reason): errback every outstanding request."),
+           "failAllOutgoing($self, reason)\n--\n\n"
+           "Errback every outstanding request with reason."),
     CORE_METHOD("stopReceivingBoxes", Dispatcher_stopReceivingBoxes,
-           "stopReceivingBoxes(reason): no more boxes; fail all outgoing."),
+           "stopReceivingBoxes($self, reason)\n--\n\n"
+           "No more boxes will come: fail every outstanding request."),
     CORE_METHOD("ampBoxReceived", Dispatcher_ampBoxReceived,
-           "ampBoxReceived(box): route an answer, error or command box."),
-    CORE_METHOD("_answerReceived", Dispatcher_answerReceived, "_answerReceived(box)"),
-    CORE_METHOD("_errorReceived", Dispatcher_errorReceived, "_errorReceived(box)"),
-    CORE_METHOD("_commandReceived", Dispatcher_commandReceived, "_commandReceived(box)"),
-    CORE_METHOD("_safeEmit", Dispatcher_safeEmit, "_safeEmit(aBox)"),
+           "ampBoxReceived($self, box)\n--\n\n"
+           "Route an answer, error or command box."),
+    CORE_METHOD("_answerReceived", Dispatcher_answerReceived,
+           "_answerReceived($self, box)\n--\n\n"
+           "Fire the outstanding request's Deferred with an _answer box."),
+    CORE_METHOD("_errorReceived", Dispatcher_errorReceived,
+           "_errorReceived($self, box)\n--\n\n"
+           "Fail the outstanding request's Deferred with an _error box's\n"
+           "RemoteAmpError."),
+    CORE_METHOD("_commandReceived", Dispatcher_commandReceived,
+           "_commandReceived($self, box)\n--\n\n"
+           "Dispatch a command box to its responder and send the answer or\n"
+           "error box."),
+    CORE_METHOD("_safeEmit", Dispatcher_safeEmit,
+           "_safeEmit($self, aBox)\n--\n\n"
+           "Send aBox, ignoring ProtocolSwitched and ConnectionLost."),
     {NULL, NULL, 0, NULL}
 };
 

@@ -514,11 +514,13 @@ Protocol_set_recvd(CoreObject *self, PyObject *value, void *Py_UNUSED(closure))
 
 static PyMethodDef Protocol_methods[] = {
     CORE_METHOD("dataReceived", Protocol_dataReceived,
-                "dataReceived(data): parse boxes in C and hand each to "
+                "dataReceived($self, data)\n--\n\n"
+                "Parse boxes in C and hand each to "
                 "self.boxReceiver.ampBoxReceived, or relay to the inner "
                 "protocol."),
     CORE_METHOD("sendBox", Protocol_sendBox,
-                "sendBox(box): serialize in C and write once to the transport."),
+                "sendBox($self, box)\n--\n\n"
+                "Serialize box in C and write it once to the transport."),
     {NULL, NULL, 0, NULL}
 };
 

@@ -1038,7 +1038,7 @@ static const arg_spec commandSchema_spec = {"_commandSchema",
                                             commandSchema_params, 1, 1, 0};
 
 PyDoc_STRVAR(commandSchema_doc,
-"_commandSchema(cls) -> CommandSchema\n\n"
+"_commandSchema($module, cls)\n--\n\n"
 "The class's compiled schema, valid as the class is now (private, for\n"
 "tests).");
 

@@ -234,7 +234,7 @@ serialize_box(module_state *st, PyObject *box)
 }
 
 PyDoc_STRVAR(serialize_doc,
-"serialize(box) -> bytes\n\n"
+"serialize($module, box, /)\n--\n\n"
 "Encode a box as AmpBox.serialize does: the same bytes (pairs sorted\n"
 "bytewise by key) and, for what stock refuses, the same exceptions.");
 

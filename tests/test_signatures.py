@@ -1,16 +1,22 @@
 """
 Calling ampcore's C methods with the wrong arguments raises what calling
 stock Twisted's Python methods does: the same TypeError, word for word
-(Python names the method by its qualified name and counts self).
+(Python names the method by its qualified name and counts self).  And
+inspect.signature (help(), IDEs, mypy's stubtest) reads from each C method
+the parameters of the Python it stands for.
 """
+
+import inspect
 
 import pytest
 from twisted.protocols import amp
 
 import ampcore
+from ampcore import _fallback
 from helpers import needsExtension
 
 pytestmark = needsExtension()
+_ampcore = pytest.importorskip("ampcore._ampcore")
 
 BAD_CALLS = [
     ("_sendBoxCommand", (), {}),
@@ -49,3 +55,58 @@ def test_bad_arguments_raise_stocks_error(name, args, kw):
             getattr(base(), name)(*args, **kw)
         errors.append(str(info.value))
     assert errors[1] == errors[0]
+
+
+# ---- the signatures inspect reads ------------------------------------------------
+
+
+def parameters(callable_, dropSelf=False):
+    """(name, kind, default) of each parameter, without annotations; self
+    dropped if asked (a C method's self is positional-only, as every
+    built-in method's is, where a Python method's is not)."""
+    params = list(inspect.signature(callable_).parameters.values())
+    if dropSelf:
+        assert params[0].name == "self", params
+        params = params[1:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+C_METHODS = sorted(
+    (core.__name__, name)
+    for core in (_ampcore.DispatcherCore, _ampcore.ProtocolCore)
+    for name, attribute in vars(core).items()
+    if type(attribute).__name__ == "method_descriptor"
+)
+
+
+def test_every_C_method_of_the_cores_is_checked():
+    assert len(C_METHODS) == 13
+    assert ("DispatcherCore", "callRemote") in C_METHODS
+    assert ("ProtocolCore", "dataReceived") in C_METHODS
+
+
+@pytest.mark.parametrize("core, name", C_METHODS)
+def test_C_methods_have_the_signature_of_stocks(core, name):
+    method = getattr(ampcore.AMP, name)
+    assert method is vars(getattr(_ampcore, core))[name], "not the C method"
+    assert parameters(method, dropSelf=True) == parameters(getattr(amp.AMP, name), dropSelf=True)
+
+
+PUBLIC = [
+    (_ampcore.parse, _fallback.parse, False),
+    (_ampcore.serialize, _fallback.serialize, False),
+    (_ampcore.BoxParser, _fallback.BoxParser, False),
+    (_ampcore.BoxParser.feed, _fallback.BoxParser.feed, True),
+    (_ampcore.BoxParser.lengthLimitExceeded, _fallback.BoxParser.lengthLimitExceeded, True),
+]
+
+
+@pytest.mark.parametrize("c, python, method", PUBLIC, ids=[p[1].__qualname__ for p in PUBLIC])
+def test_public_C_callables_have_the_fallbacks_signature(c, python, method):
+    assert parameters(c, method) == parameters(python, method)
+
+
+def test_every_C_function_has_a_signature():
+    for name, value in vars(_ampcore).items():
+        if callable(value) and not isinstance(value, type):
+            inspect.signature(value)  # raises ValueError if there is none
