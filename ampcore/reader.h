@@ -142,18 +142,25 @@ reader_clear_refs(box_reader *r)
     Py_CLEAR(r->key);
 }
 
+/* The key object for bytes p[:n] (n >= 1): the one this reader made last
+   for those bytes, else the module's known key for them (state.h), else a
+   new one.  A new reference, or NULL with an exception set. */
 static PyObject *
-reader_key(box_reader *r, const unsigned char *p, size_t n)
+reader_key(box_reader *r, module_state *st, const unsigned char *p, size_t n)
 {
-    size_t slot = (n * 31u + p[0] * 7u + p[n - 1]) & (KEY_CACHE_SIZE - 1);
+    size_t slot = key_slot_hash(p, n) & (KEY_CACHE_SIZE - 1);
     PyObject *key = r->keys[slot];
     if (key != NULL && (size_t)PyBytes_GET_SIZE(key) == n
         && memcmp(PyBytes_AS_STRING(key), p, n) == 0) {
         Py_INCREF(key);
         return key;
     }
-    key = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-    if (key == NULL) {
+    key = state_known_key(st, p, n);
+    if (key != NULL) {
+        Py_INCREF(key);
+    }
+    else if ((key = PyBytes_FromStringAndSize((const char *)p,
+                                              (Py_ssize_t)n)) == NULL) {
         return NULL;
     }
     Py_INCREF(key);
@@ -240,7 +247,7 @@ reader_scan(box_reader *r, module_state *st, const unsigned char *buf,
             if (r->box == NULL && (r->box = new_box(st)) == NULL) {
                 goto unscan;
             }
-            r->key = reader_key(r, s.data, s.len);
+            r->key = reader_key(r, st, s.data, s.len);
             if (r->key == NULL) {
                 goto unscan;
             }

@@ -356,6 +356,10 @@ arglist_compile(module_state *st, PyObject *list, int depth, arglist **out)
         if (!PyUnicode_CheckExact(e->pyname)) {
             goto unsupported;
         }
+        /* The keyword names of responder calls: interned, as the names
+           of a function's parameters are, they match by identity. */
+        PyUnicode_InternInPlace(&e->pyname);
+        state_know_key(st, e->name, 0);
         e->kind = kind_of(st, e->arg);
         if ((e->kind == KIND_LISTOF || e->kind == KIND_AMPLIST)
             && entry_compile_container(st, e, depth) < 0) {

@@ -9,6 +9,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <string.h>
+
 /* Objects taken from Twisted and ampcore's Python side: (field, module, name) */
 #define AMPCORE_IMPORTS(X)                                              \
     X(QuitBox, "twisted.protocols.amp", "QuitBox")                      \
@@ -90,6 +92,18 @@
     X(maxBoxSize) X(loseConnection) X(__contains__) X(__missing__)  \
     X(callbackKeywords)
 
+/* Slots of the table of known keys (module_state.known_keys): a power of
+   two. */
+#define KNOWN_KEYS 128
+
+/* Where a key of n >= 1 bytes goes in a direct-mapped table of keys
+   (module_state.known_keys, box_reader.keys), before masking. */
+static inline size_t
+key_slot_hash(const unsigned char *p, size_t n)
+{
+    return n * 31u + p[0] * 7u + p[n - 1];
+}
+
 /* AMP's reserved keys and codes, as Twisted spells them
    (twisted.protocols.amp's ASK, ANSWER, COMMAND, ERROR, ERROR_CODE,
    ERROR_DESCRIPTION, UNKNOWN_ERROR_CODE, UNHANDLED_ERROR_CODE):
@@ -160,6 +174,12 @@ typedef struct {
     PyObject *empty_bytes;
     PyObject *msg_unhandled;       /* "while receiving response to command" */
     PyObject *kw_callbackKeywords; /* ("callbackKeywords",), for calls */
+    /* Keys the module looks boxes up by: AMP's reserved keys and the wire
+       names of compiled Command schemas (state_know_key).  A received key
+       with the same bytes is made this very object (reader.h), so those
+       lookups match by identity, without comparing bytes. */
+    PyObject *known_keys[KNOWN_KEYS];
+    unsigned char known_key_fixed[KNOWN_KEYS]; /* a reserved key: kept */
     /* Command coding (schema.h, arguments.h). */
     PyObject *schema_cache;        /* {id(command class): CommandSchema} */
     stock_class_state stock[STOCK_CLASS_COUNT];
@@ -222,6 +242,62 @@ import_attr(const char *module_name, const char *attr)
     return value;
 }
 
+/* Remember `key` (exact bytes) as a known key, unless its length is not
+   that of an AMP key or its slot holds a reserved key; `fixed`: it is one,
+   never replaced. */
+static void
+state_know_key(module_state *st, PyObject *key, int fixed)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    size_t slot;
+    if (n < 1 || n > 255) {
+        return;
+    }
+    slot = key_slot_hash((const unsigned char *)PyBytes_AS_STRING(key),
+                         (size_t)n) & (KNOWN_KEYS - 1);
+    if (st->known_keys[slot] == key || st->known_key_fixed[slot]) {
+        return;
+    }
+    Py_XSETREF(st->known_keys[slot], Py_NewRef(key));
+    st->known_key_fixed[slot] = (unsigned char)fixed;
+}
+
+/* The known key with bytes p[:n] (n >= 1), or NULL: borrowed. */
+static inline PyObject *
+state_known_key(module_state *st, const unsigned char *p, size_t n)
+{
+    PyObject *key = st->known_keys[key_slot_hash(p, n) & (KNOWN_KEYS - 1)];
+    if (key != NULL && (size_t)PyBytes_GET_SIZE(key) == n
+        && memcmp(PyBytes_AS_STRING(key), p, n) == 0) {
+        return key;
+    }
+    return NULL;
+}
+
+/* Make *slot, our b"_ask" (say), Twisted's own amp.ASK when that is the
+   same bytes, so that Twisted's Python code finds received keys by
+   identity too; then know it as a reserved key.  0, or -1 with an
+   exception set. */
+static int
+adopt_reserved_key(module_state *st, PyObject **slot, const char *name)
+{
+    PyObject *theirs = import_attr("twisted.protocols.amp", name);
+    if (theirs == NULL) {
+        return -1;
+    }
+    if (PyBytes_CheckExact(theirs)
+        && PyBytes_GET_SIZE(theirs) == PyBytes_GET_SIZE(*slot)
+        && memcmp(PyBytes_AS_STRING(theirs), PyBytes_AS_STRING(*slot),
+                  (size_t)PyBytes_GET_SIZE(theirs)) == 0) {
+        Py_SETREF(*slot, theirs);
+    }
+    else {
+        Py_DECREF(theirs);
+    }
+    state_know_key(st, *slot, 1);
+    return 0;
+}
+
 /* Fill everything but the types (see the module's exec slot): 0, or -1
    with an exception set; state_clear releases what was taken either way. */
 static int
@@ -257,6 +333,15 @@ state_init(module_state *st)
     }
     AMPCORE_BYTES(X)
 #undef X
+    if (adopt_reserved_key(st, &st->b_ASK, "ASK") < 0
+        || adopt_reserved_key(st, &st->b_ANSWER, "ANSWER") < 0
+        || adopt_reserved_key(st, &st->b_COMMAND, "COMMAND") < 0
+        || adopt_reserved_key(st, &st->b_ERROR, "ERROR") < 0
+        || adopt_reserved_key(st, &st->b_ERROR_CODE, "ERROR_CODE") < 0
+        || adopt_reserved_key(st, &st->b_ERROR_DESCRIPTION,
+                              "ERROR_DESCRIPTION") < 0) {
+        return -1;
+    }
     if ((cls = import_attr("twisted.protocols.amp", "AmpBox")) == NULL) {
         return -1;
     }
@@ -380,6 +465,10 @@ state_clear(module_state *st)
     Py_CLEAR(st->empty_bytes);
     Py_CLEAR(st->msg_unhandled);
     Py_CLEAR(st->kw_callbackKeywords);
+    for (i = 0; i < KNOWN_KEYS; i++) {
+        Py_CLEAR(st->known_keys[i]);
+        st->known_key_fixed[i] = 0;
+    }
 #define X(field, module, name) Py_CLEAR(st->field);
     AMPCORE_IMPORTS(X)
 #undef X

@@ -30,6 +30,7 @@ from helpers import (
     chunkings,
     chunked,
     compareParse,
+    needsExtension,
     recordingBoxParser,
     runDifferential,
     standardChunkings,
@@ -240,6 +241,35 @@ def test_parse_returns_fresh_boxes():
     first[0][b"a"] = b"changed"
     first[1][b"b"] = b"added"
     assert ampcore.parse(data) == [amp.AmpBox({b"a": b"1"})] * 2
+
+
+@needsExtension()
+def test_received_keys_are_the_keys_lookups_use():
+    """
+    A received key with the bytes of one of AMP's reserved keys is
+    Twisted's own constant, and one with the bytes of a compiled Command's
+    argument name is that name's object: the dict lookups of ampcore's C
+    code and of Twisted's Python code then match by identity.  Equality,
+    all that a box's keys promise, is the same either way.
+    """
+    from ampcore import _ampcore
+
+    class Named(amp.Command):
+        arguments = [(b"some_argument", amp.String())]
+
+    name = Named.arguments[0][0]
+    _ampcore._commandSchema(Named)
+    fresh = b"".join([b"some_", b"argument"])
+    data = wire([(b"_ask", b"1"), (b"_command", b"Named"), (fresh, b"x")],
+                [(b"_answer", b"1")], [(b"_error", b"1"), (b"_error_code", b"C"),
+                                        (b"_error_description", b"d")])
+    for boxes in (ampcore.parse(data), ampcore.BoxParser().feed(data)):
+        keys = {k: k for box in boxes for k in box}
+        for constant in (amp.ASK, amp.COMMAND, amp.ANSWER, amp.ERROR, amp.ERROR_CODE,
+                         amp.ERROR_DESCRIPTION):
+            assert keys[constant] is constant
+        assert keys[name] is name and keys[name] is not fresh
+        assert boxes == amp.parseString(data)
 
 
 # ==== repeated keys ==========================================================
