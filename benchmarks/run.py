@@ -193,7 +193,7 @@ def formatThroughput(mbPerS):
 
 
 def table(rows, withPyPy):
-    lines = [["case", "stock", "ampcore", "speed-up", "target"]]
+    lines = [["case", "stock", "ampcore", "speed-up"]]
     if withPyPy:
         lines[0] += ["PyPy stock", "ampcore vs PyPy"]
     for row in rows:
@@ -202,12 +202,7 @@ def table(rows, withPyPy):
         def perItem(side):
             return "%s/%s" % (formatTime(row[side]["median"] / case.items), case.unit)
 
-        target = ""
-        if case.target:
-            below = row["speedup"] < case.target
-            target = ">= %gx%s" % (case.target, " (below)" if below else "")
-        line = [case.name, perItem("stock"), perItem("ampcore")]
-        line += ["%.1fx" % row["speedup"], target]
+        line = [case.name, perItem("stock"), perItem("ampcore"), "%.1fx" % row["speedup"]]
         if withPyPy and "pypy_stock" in row:
             line += [perItem("pypy_stock"), "%.1fx" % row["speedup_vs_pypy"]]
         elif withPyPy:
@@ -341,7 +336,6 @@ def main():
                     title=row["case"].title,
                     items=row["case"].items,
                     item=row["case"].unit,
-                    target=row["case"].target,
                     size=row["case"].size,
                 )
                 for row in rows

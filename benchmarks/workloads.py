@@ -115,13 +115,12 @@ class Workload:
 
 class Case:
     """C{make(side)} returns a L{Workload} that handles C{items} boxes or
-    calls (C{unit}) per C{run()}; C{target} is the speed-up README.rst
-    asks for, or None; C{size}, if given, the bytes of payload a run moves
-    (run.py reports MB/s for those cases)."""
+    calls (C{unit}) per C{run()}; C{size}, if given, the bytes of payload a
+    run moves (run.py reports MB/s for those cases)."""
 
-    def __init__(self, name, title, items, unit, make, target=None, size=None):
+    def __init__(self, name, title, items, unit, make, size=None):
         self.name, self.title, self.items, self.unit = name, title, items, unit
-        self.make, self.target, self.size = make, target, size
+        self.make, self.size = make, size
 
     def setup(self, side):
         return self.make(Side(side))
@@ -645,9 +644,9 @@ KB = BIG_VALUE // 1000
 # fmt: off
 CASES = [
     Case("parse-4k", "%d boxes of %d B, fed in 4 KiB chunks" % (STREAM_BOXES, BOX_SIZE),
-         STREAM_BOXES, "box", fed(recordBoxes, CHUNK), 30.0),
+         STREAM_BOXES, "box", fed(recordBoxes, CHUNK)),
     Case("parse-1b", "%d of them, fed 1 byte at a time" % BYTEWISE_BOXES,
-         BYTEWISE_BOXES, "box", fed(lambda: recordBoxes()[:BYTEWISE_BOXES], 1), 8.0),
+         BYTEWISE_BOXES, "box", fed(lambda: recordBoxes()[:BYTEWISE_BOXES], 1)),
     Case("parse-oneshot", "%d boxes, parse() against parseString()" % STREAM_BOXES,
          STREAM_BOXES, "box", parseWorkload),
     Case("big-4k", "one box with a %d KB value, 4 KiB chunks" % KB,
@@ -655,24 +654,24 @@ CASES = [
     Case("big-1b", "one box with a %d KB value, 1 byte at a time" % KB,
          1, "box", fed(lambda: [bigBox()], 1)),
     Case("serialize", "%d boxes of 4 keys, %d B" % (SERIALIZE_BOXES, SERIALIZE_SIZE),
-         SERIALIZE_BOXES, "box", serializeWorkload, 10.0),
+         SERIALIZE_BOXES, "box", serializeWorkload),
     Case("call-seq", "callRemote(Sum: Integer, Integer, Unicode), one at a time",
-         BATCH, "call", calls("callRemote", Sum, SUM_ARGS, False), 10.0),
+         BATCH, "call", calls("callRemote", Sum, SUM_ARGS, False)),
     Case("call-pipe", "callRemote(Sum), %d pipelined" % BATCH,
-         BATCH, "call", calls("callRemote", Sum, SUM_ARGS, True), 10.0),
+         BATCH, "call", calls("callRemote", Sum, SUM_ARGS, True)),
     Case("mixed-seq", "callRemote(Order: Integer, String, Unicode, Boolean, Float, "
          "ListOf, AmpList), one at a time",
-         BATCH, "call", calls("callRemote", Order, ORDER_ARGS, False), 8.0),
+         BATCH, "call", calls("callRemote", Order, ORDER_ARGS, False)),
     Case("mixed-pipe", "callRemote(Order), %d pipelined" % BATCH,
-         BATCH, "call", calls("callRemote", Order, ORDER_ARGS, True), 8.0),
+         BATCH, "call", calls("callRemote", Order, ORDER_ARGS, True)),
     Case("string-seq", "callRemoteString to an amp_ECHO responder, one at a time",
-         BATCH, "call", calls("callRemoteString", b"ECHO", ECHO_ARGS, False), 8.0),
+         BATCH, "call", calls("callRemoteString", b"ECHO", ECHO_ARGS, False)),
     Case("string-pipe", "callRemoteString to amp_ECHO, %d pipelined" % BATCH,
-         BATCH, "call", calls("callRemoteString", b"ECHO", ECHO_ARGS, True), 8.0),
+         BATCH, "call", calls("callRemoteString", b"ECHO", ECHO_ARGS, True)),
     Case("tcp-15", "TCP on 127.0.0.1, callRemote(Measure: 600 B String, Integer, "
-         "ListOf(Float)), 15 in flight", BATCH, "call", tcp(15), 5.0),
+         "ListOf(Float)), 15 in flight", BATCH, "call", tcp(15)),
     Case("tcp-100", "TCP on 127.0.0.1, callRemote(Measure), 100 in flight",
-         BATCH, "call", tcp(100), 5.0),
+         BATCH, "call", tcp(100)),
     Case("chunked-up-1m", "a 1 MiB value as a call's argument: BigBytes against "
          "a stock BigString-style Argument", 1, "value", big("up", MIB), size=MIB),
     Case("chunked-down-1m", "a 1 MiB value as a call's response",
