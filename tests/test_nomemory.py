@@ -490,6 +490,13 @@ def stockSurvives():
 runsPythonCode = pytest.mark.usefixtures("stockSurvives")
 
 
+def sweepServer(op, mode, followup=lambda state: feedMore(state[0])):
+    """L{sweep} of C{op} on a server with requests outstanding
+    (L{serverWithRequests}), judged by L{protocolOutcome}."""
+    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s), followup,
+          stopAfter=MODES[mode], tolerate=True)
+
+
 @runsPythonCode
 @pytest.mark.parametrize("mode", WITH_DEFERREDS)
 def test_amp_dataReceived(mode):
@@ -498,8 +505,7 @@ def test_amp_dataReceived(mode):
         proto.dataReceived(SERVER_DATA)
         return results
 
-    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s),
-          lambda s: feedMore(s[0]), stopAfter=MODES[mode], tolerate=True)
+    sweepServer(op, mode)
 
 
 @runsPythonCode
@@ -511,8 +517,7 @@ def test_amp_dataReceived_in_pieces(mode):
             proto.dataReceived(SERVER_DATA[i:i + 61])
         return results
 
-    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s),
-          lambda s: feedMore(s[0]), stopAfter=MODES[mode], tolerate=True)
+    sweepServer(op, mode)
 
 
 @runsPythonCode
@@ -535,8 +540,7 @@ def test_callRemote(mode):
             d.addBoth(results.append)
         return results
 
-    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s),
-          lambda s: feedMore(s[0]), stopAfter=MODES[mode], tolerate=True)
+    sweepServer(op, mode)
 
 
 @runsPythonCode
@@ -548,8 +552,7 @@ def test_callRemoteString(mode):
         proto.callRemoteString(b"Hello", requiresAnswer=False, hello=b"y")
         return results
 
-    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s),
-          lambda s: feedMore(s[0]), stopAfter=MODES[mode], tolerate=True)
+    sweepServer(op, mode)
 
 
 @runsPythonCode
@@ -563,5 +566,4 @@ def test_connectionLost(mode):
     def followup(state):
         state[0].callRemote(Hello, hello=b"after").addErrback(lambda f: None)
 
-    sweep(serverWithRequests, op, lambda s, r: protocolOutcome(*s), followup,
-          stopAfter=MODES[mode], tolerate=True)
+    sweepServer(op, mode, followup)
