@@ -276,19 +276,22 @@ state_known_key(module_state *st, const unsigned char *p, size_t n)
 
 /* Make *slot, our b"_ask" (say), Twisted's own amp.ASK when that is the
    same bytes, so that Twisted's Python code finds received keys by
-   identity too; then know it as a reserved key.  0, or -1 with an
-   exception set. */
+   identity too; then know it as a reserved key.  Only a speed-up: without
+   such a constant, ours is kept.  0, or -1 with an exception set. */
 static int
 adopt_reserved_key(module_state *st, PyObject **slot, const char *name)
 {
     PyObject *theirs = import_attr("twisted.protocols.amp", name);
     if (theirs == NULL) {
-        return -1;
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
     }
-    if (PyBytes_CheckExact(theirs)
-        && PyBytes_GET_SIZE(theirs) == PyBytes_GET_SIZE(*slot)
-        && memcmp(PyBytes_AS_STRING(theirs), PyBytes_AS_STRING(*slot),
-                  (size_t)PyBytes_GET_SIZE(theirs)) == 0) {
+    else if (PyBytes_CheckExact(theirs)
+             && PyBytes_GET_SIZE(theirs) == PyBytes_GET_SIZE(*slot)
+             && memcmp(PyBytes_AS_STRING(theirs), PyBytes_AS_STRING(*slot),
+                       (size_t)PyBytes_GET_SIZE(theirs)) == 0) {
         Py_SETREF(*slot, theirs);
     }
     else {

@@ -272,6 +272,35 @@ def test_received_keys_are_the_keys_lookups_use():
         assert boxes == amp.parseString(data)
 
 
+@needsExtension()
+@pytest.mark.parametrize("change", [
+    "amp.ASK = 'text'",
+    "amp.ASK = bytearray(b'_ask')",
+    "amp.ASK = b'_other'",
+    "del amp.ASK",
+])
+def test_reserved_keys_without_twisteds_constant(change, tmp_path):
+    """
+    Taking Twisted's constant for a reserved key is only a speed-up: when
+    twisted.protocols.amp.ASK is not those bytes, or not there, the C
+    extension still loads (in a fresh interpreter) and its own b"_ask"
+    serves, equal but not identical to anything of Twisted's.
+    """
+    import subprocess
+
+    child = subprocess.run([sys.executable, "-c", f"""
+from twisted.protocols import amp
+{change}
+import ampcore
+assert ampcore.HAS_C_EXTENSION, ampcore.FALLBACK_REASON
+(box,) = ampcore.parse(ampcore.serialize({{b"_ask": b"1"}}))
+(key,) = box
+assert key == b"_ask" and type(key) is bytes and key is not getattr(amp, "ASK", None)
+print("ok")
+"""], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == "ok", child.stderr
+
+
 # ==== repeated keys ==========================================================
 
 
